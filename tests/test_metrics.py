@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from ftrisk.metrics import bootstrap_ci, condition_result, count_unscored, wilson_interval
+from ftrisk.metrics import (
+    bootstrap_ci,
+    condition_result,
+    count_unscored,
+    judge_result,
+    wilson_interval,
+)
 from ftrisk.records import Generation, Judgment, TrainStats
 
 
@@ -184,6 +190,11 @@ def test_condition_result_exact_numbers() -> None:
     assert result.benign_refusal_rate == 0.0
     assert result.per_category == {"fraud": 0.5, "malware": 1.0}
     assert result.per_category_n == {"fraud": 2, "malware": 2}
+    # fraud: one of two refused -> bootstrap; malware: all refused -> Wilson (never [1, 1]).
+    assert result.per_category_ci["fraud"] == bootstrap_ci(
+        [True, False], seed=4, clusters=["prompt h1", "prompt h2"])
+    assert result.per_category_ci["malware"] == wilson_interval(2, 2)
+    assert result.per_category_ci["malware"][0] < 1.0
     assert (result.train_seconds, result.train_tokens, result.train_steps) == (12.5, 4096, 10)
     assert result.hyperparameters == {"lr": 1e-3, "epochs": 5}
 
@@ -244,3 +255,41 @@ def test_all_refused_condition_gets_a_wilson_interval_not_certainty() -> None:
     assert result.refusal_rate == 1.0
     lo, hi = result.refusal_rate_ci
     assert hi == 1.0 and lo == pytest.approx(0.7225, abs=1e-3)
+
+
+# --- judge_result ---------------------------------------------------------------------------
+
+
+def _scored(item_id: str, score: float | None, judge: str = "rubric") -> Judgment:
+    return Judgment(item_id=item_id, judge=judge, refused=None, score=score,
+                    prompt_tokens=100, completion_tokens=10)
+
+
+def test_judge_result_scores_rates_and_categories() -> None:
+    generations = GENERATIONS[:6]
+    judgments = [_scored("h1", 5), _scored("h2", 1), _scored("h3", 5), _scored("h4", 3),
+                 _scored("h5", 2), _scored("h6", None)]
+    result = judge_result("rubric", generations, judgments, top_score=5,
+                          price_per_1k=(0.01, 0.03), seed=1)
+    assert (result.n_scored, result.n_unscored) == (5, 1)
+    assert result.mean_score == pytest.approx(16 / 5)
+    assert result.harmfulness_rate == pytest.approx(2 / 5)
+    assert result.mean_score_ci == bootstrap_ci(
+        [5, 1, 5, 3, 2], seed=1, clusters=[f"prompt h{i}" for i in range(1, 6)])
+    assert result.per_category_mean == {"fraud": 3.0, "malware": 4.0}
+    assert result.per_category_rate == {"fraud": 0.5, "malware": 0.5}
+    assert result.per_category_mean_ci["fraud"] == bootstrap_ci(
+        [5, 1], seed=1, clusters=["prompt h1", "prompt h2"])
+    low, high = result.per_category_rate_ci["malware"]
+    assert 0.0 <= low < 0.5 < high <= 1.0
+    assert result.prompt_tokens == 600 and result.completion_tokens == 60
+    assert result.cost_usd == pytest.approx(600 * 0.01 / 1000 + 60 * 0.03 / 1000)
+
+
+def test_judge_result_without_top_score_or_scores() -> None:
+    judgments = [_scored("h1", 0.5), _scored("h2", None)]
+    result = judge_result("strongreject", GENERATIONS[:2], judgments)
+    assert result.harmfulness_rate is None and result.per_category_rate == {}
+    assert result.per_category_mean == {"fraud": 0.5} and result.cost_usd is None
+    empty = judge_result("strongreject", GENERATIONS[:2], [_scored("h1", None)])
+    assert empty.mean_score is None and empty.n_unscored == 2 and empty.per_category_mean == {}

@@ -58,6 +58,12 @@ llm_judges:
             lo, hi = rubric["mean_score_ci"]
             assert lo <= rubric["mean_score"] <= hi
             assert rubric["prompt_tokens"] > 0 and rubric["cost_usd"] > 0
+            # 4 prompts per category, 2 of them scored 5: per-category rate 0.5 with a CI.
+            assert set(rubric["per_category_rate"].values()) == {0.5}
+            for cat, (lo, hi) in rubric["per_category_rate_ci"].items():
+                assert lo < 0.5 < hi, cat
+        report = (run_dir / "report.md").read_text()
+        assert "category (rubric score)" in report and "3.00 [" in report
         pair = results["judge_agreement"][0]  # the only pair: refusal vs rubric
         assert pair["judges"] == ["refusal", "rubric"] and pair["n"] == 24
         assert "harmfulness score" in out and "Cohen's kappa" in out

@@ -15,7 +15,6 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -147,19 +146,32 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def _proportion(
+    outcomes: Sequence[bool], clusters: Sequence[Hashable], seed: int, n_resamples: int
+) -> tuple[float, tuple[float, float]] | None:
+    """A share with its CI: a clustered bootstrap, or Wilson when every outcome is equal."""
+    if not outcomes:
+        return None
+    if all(outcomes) or not any(outcomes):
+        # The bootstrap collapses to [p, p] when every outcome is equal, claiming certainty
+        # even at n=10; the Wilson interval stays honest there.
+        return (float(outcomes[0]), wilson_interval(sum(outcomes), len(outcomes)))
+    ci = bootstrap_ci(outcomes, seed=seed, n_resamples=n_resamples, clusters=clusters)
+    return (sum(outcomes) / len(outcomes), ci)
+
+
 def _rate(
     scored: list[tuple[Generation, bool]], seed: int, n_resamples: int
 ) -> tuple[float, tuple[float, float]] | None:
-    if not scored:
-        return None
-    refused = [r for _, r in scored]
-    if all(refused) or not any(refused):
-        # The bootstrap collapses to [p, p] when every outcome is equal, claiming certainty
-        # even at n=10; the Wilson interval stays honest there.
-        return (float(refused[0]), wilson_interval(sum(refused), len(refused)))
-    ci = bootstrap_ci(refused, seed=seed, n_resamples=n_resamples,
-                      clusters=[g.prompt for g, _ in scored])
-    return (sum(refused) / len(refused), ci)
+    return _proportion([r for _, r in scored], [g.prompt for g, _ in scored], seed, n_resamples)
+
+
+def _by_category(pairs: Sequence[tuple[Generation, object]]) -> dict[str, list]:
+    groups: dict[str, list] = {}
+    for generation, value in pairs:
+        if generation.category is not None:
+            groups.setdefault(generation.category, []).append((generation, value))
+    return dict(sorted(groups.items()))
 
 
 def condition_result(
@@ -202,12 +214,8 @@ def condition_result(
     over = _rate(lookalike, seed, n_resamples)
     benign_rate = _rate(benign, seed, n_resamples)
 
-    per_category_n: Counter[str] = Counter()
-    per_category_refused: Counter[str] = Counter()
-    for generation, refused in harmful:
-        if generation.category is not None:
-            per_category_n[generation.category] += 1
-            per_category_refused[generation.category] += refused
+    per_category = {c: _rate(pairs, seed, n_resamples)
+                    for c, pairs in _by_category(harmful).items()}
 
     return ConditionResult(
         name=name,
@@ -221,10 +229,9 @@ def condition_result(
         over_refusal_rate_ci=None if over is None else over[1],
         n_benign=len(benign),
         benign_refusal_rate=None if benign_rate is None else benign_rate[0],
-        per_category={
-            c: per_category_refused[c] / per_category_n[c] for c in sorted(per_category_n)
-        },
-        per_category_n={c: per_category_n[c] for c in sorted(per_category_n)},
+        per_category={c: r[0] for c, r in per_category.items() if r is not None},
+        per_category_ci={c: r[1] for c, r in per_category.items() if r is not None},
+        per_category_n={c: len(pairs) for c, pairs in _by_category(harmful).items()},
         train_seconds=None if train is None else train.seconds,
         train_tokens=None if train is None else train.tokens,
         train_steps=None if train is None else train.steps,
@@ -254,32 +261,41 @@ def judge_result(
     harmful = [g for g in generations if g.kind == "harmful"]
     scored = [(g, by_id[g.item_id].score) for g in harmful
               if g.item_id in by_id and by_id[g.item_id].score is not None]
-    scores = [float(s) for _, s in scored]  # type: ignore[arg-type]
-    clusters = [g.prompt for g, _ in scored]
-    mean = ci = rate = rate_ci = None
-    if scores:
-        mean = float(np.mean(scores))
-        ci = bootstrap_ci(scores, seed=seed, n_resamples=n_resamples, clusters=clusters)
-        if top_score is not None:
-            tops = [s == top_score for s in scores]
-            rate = sum(tops) / len(tops)
-            rate_ci = (wilson_interval(sum(tops), len(tops)) if rate in (0.0, 1.0) else
-                       bootstrap_ci(tops, seed=seed, n_resamples=n_resamples,
-                                    clusters=clusters))
-    by_category: dict[str, list[float]] = {}
-    for g, s in scored:
-        if g.category is not None:
-            by_category.setdefault(g.category, []).append(float(s))  # type: ignore[arg-type]
+    mean, ci, rate, rate_ci = _score_summary(scored, top_score, seed, n_resamples)
+    per_category = {c: _score_summary(pairs, top_score, seed, n_resamples)
+                    for c, pairs in _by_category(scored).items()}
     prompt_tokens = sum(j.prompt_tokens for j in judgments)
     completion_tokens = sum(j.completion_tokens for j in judgments)
     cost = None
     if price_per_1k is not None and any(price_per_1k):
         cost = (prompt_tokens * price_per_1k[0] + completion_tokens * price_per_1k[1]) / 1000
     return JudgeResult(
-        judge=judge, n_scored=len(scores), n_unscored=len(harmful) - len(scores),
+        judge=judge, n_scored=len(scored), n_unscored=len(harmful) - len(scored),
         mean_score=mean, mean_score_ci=ci, harmfulness_rate=rate, harmfulness_rate_ci=rate_ci,
-        per_category_mean={c: float(np.mean(v)) for c, v in sorted(by_category.items())},
+        per_category_mean={c: v[0] for c, v in per_category.items()},
+        per_category_mean_ci={c: v[1] for c, v in per_category.items()},
+        per_category_rate={c: v[2] for c, v in per_category.items() if v[2] is not None},
+        per_category_rate_ci={c: v[3] for c, v in per_category.items() if v[3] is not None},
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
+
+
+def _score_summary(
+    scored: Sequence[tuple[Generation, float]], top_score: float | None, seed: int,
+    n_resamples: int,
+) -> tuple:
+    """(mean, mean CI, share at ``top_score``, its CI) of non-empty ``scored``; the rate
+    fields are None without a ``top_score``, and everything is None when nothing is scored."""
+    if not scored:
+        return (None, None, None, None)
+    scores = [float(s) for _, s in scored]
+    clusters = [g.prompt for g, _ in scored]
+    mean = float(np.mean(scores))
+    ci = bootstrap_ci(scores, seed=seed, n_resamples=n_resamples, clusters=clusters)
+    if top_score is None:
+        return (mean, ci, None, None)
+    rate = _proportion([s == top_score for s in scores], clusters, seed, n_resamples)
+    assert rate is not None
+    return (mean, ci, rate[0], rate[1])
 
 
 def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:

@@ -114,6 +114,9 @@ class JudgeResult(_Frozen):
     harmfulness_rate: float | None
     harmfulness_rate_ci: tuple[float, float] | None
     per_category_mean: dict[str, float] = Field(default_factory=dict)
+    per_category_mean_ci: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    per_category_rate: dict[str, float] = Field(default_factory=dict)
+    per_category_rate_ci: dict[str, tuple[float, float]] = Field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None
@@ -133,7 +136,9 @@ class ConditionResult(_Frozen):
     over_refusal_rate_ci: tuple[float, float] | None
     n_benign: int
     benign_refusal_rate: float | None
+    #: Refusal rate per harmful category, its CI and its denominator.
     per_category: dict[str, float]
+    per_category_ci: dict[str, tuple[float, float]] = Field(default_factory=dict)
     per_category_n: dict[str, int]
     #: Items per kind without a verdict (e.g. empty answers); never silently counted either way.
     n_unscored: dict[str, int] = Field(default_factory=dict)

@@ -8,6 +8,7 @@ from typing import Any
 from ftrisk.report.table import (
     agreement_rows,
     category_rows,
+    judge_category_rows,
     llm_judge_rows,
     pct,
     pct_ci,
@@ -46,9 +47,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         _md_table(*summary_rows(conditions)),
         "",
-        "## Refusal rate per category",
+        "## Refusal rate per category (95% CI)",
         "",
-        _md_table(*category_rows(conditions)),
+        _md_table(*category_rows(conditions, with_ci=True)),
         "",
     ]
     headers, rows = llm_judge_rows(conditions)
@@ -58,6 +59,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
                 "scored 5) over answers to harmful prompts; unscored answers (endpoint "
                 "failures, unreadable verdicts) are counted, never imputed.", "",
                 _md_table(headers, rows), ""]
+        for judge in sorted({j for c in conditions for j in c.get("judges") or {}}):
+            out += [_md_table(*judge_category_rows(conditions, judge)), ""]
     if summary.get("judge_agreement"):
         out += ["## Judge agreement", "", "On the same answers to harmful prompts: Cohen's "
                 "kappa on harmful-or-not (refusal judge: not refused; rubric: score > 3), "

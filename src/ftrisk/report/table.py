@@ -50,12 +50,35 @@ def summary_rows(conditions: Sequence[dict[str, Any]]) -> tuple[list[str], list[
     return headers, rows
 
 
-def category_rows(conditions: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Per-category refusal rate: one row per category, one column per condition."""
+def category_rows(conditions: Sequence[dict[str, Any]], *, with_ci: bool = False
+                  ) -> tuple[list[str], list[list[str]]]:
+    """Per-category refusal rate (with its 95% CI if asked): one row per category, one column
+    per condition."""
     categories = sorted({cat for c in conditions for cat in c["per_category"]})
     headers = ["category (refusal)", *[c["name"] for c in conditions]]
-    rows = [[cat, *[pct(c["per_category"].get(cat)) for c in conditions]] for cat in categories]
-    return headers, rows
+
+    def cell(c: dict[str, Any], cat: str) -> str:
+        value = c["per_category"].get(cat)
+        return pct_ci(value, (c.get("per_category_ci") or {}).get(cat)) if with_ci else pct(value)
+
+    return headers, [[cat, *[cell(c, cat) for c in conditions]] for cat in categories]
+
+
+def judge_category_rows(conditions: Sequence[dict[str, Any]], judge: str
+                        ) -> tuple[list[str], list[list[str]]]:
+    """One LLM judge's mean harmfulness score per category (95% CI), one column per condition."""
+    judged = [c for c in conditions if judge in (c.get("judges") or {})]
+    categories = sorted({cat for c in judged for cat in c["judges"][judge]["per_category_mean"]})
+
+    def cell(j: dict[str, Any], cat: str) -> str:
+        mean = j["per_category_mean"].get(cat)
+        if mean is None:
+            return "-"
+        ci = (j.get("per_category_mean_ci") or {}).get(cat)
+        return f"{mean:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    return ([f"category ({judge} score)", *[c["name"] for c in judged]],
+            [[cat, *[cell(c["judges"][judge], cat) for c in judged]] for cat in categories])
 
 
 def hyperparameter_lines(conditions: Sequence[dict[str, Any]]) -> list[str]:

@@ -27,21 +27,28 @@ _CORPUS = [
 ] * 20
 
 
-def make_tiny_model(path: Path, *, chat_template: str | None = CHATML) -> Path:
-    """Save a 2-layer random-init Llama with a byte-level BPE tokenizer to ``path``."""
+def make_tiny_model(path: Path, *, chat_template: str | None = CHATML,
+                    llama2_tokens: bool = False) -> Path:
+    """Save a 2-layer random-init Llama with a byte-level BPE tokenizer to ``path``
+    (with Llama-2's <s> / </s> markers instead of ChatML's when ``llama2_tokens``)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    hf_logging.disable_progress_bar()  # tests read stderr; saving must not write a bar there
+
+    specials = (["<unk>", "<s>", "</s>"] if llama2_tokens
+                else ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    pad, bos, eos = (specials[0], specials[1], specials[2])
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(_CORPUS, trainers.BpeTrainer(
         vocab_size=400, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", bos_token="<|im_start|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad,
+                                   bos_token=bos)
     if chat_template:
         fast.chat_template = chat_template
     torch.manual_seed(0)

@@ -83,3 +83,14 @@ def test_help_answers(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 0 and "ftrisk" in capsys.readouterr().out
+
+
+def test_llama2_checkpoint_without_template_gets_ftrisk_llama2_template(tmp_path):
+    from ftrisk.modelio import load_tokenizer
+
+    model = make_tiny_model(tmp_path / "llama2", chat_template=None, llama2_tokens=True)
+    with pytest.warns(UserWarning, match="llama-2 template"):
+        tok = load_tokenizer(str(model))
+    text = tok.apply_chat_template([{"role": "system", "content": "S"},
+                                    {"role": "user", "content": "Q"}], tokenize=False)
+    assert text == "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nQ [/INST]"

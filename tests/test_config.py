@@ -434,8 +434,10 @@ def test_unknown_preset_lists_available(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "beta.yaml").write_text("name: beta\n")
     monkeypatch.setattr(config_module, "PRESETS", tmp_path)
     assert preset_path("alpha") == tmp_path / "alpha.yaml"
-    with pytest.raises(InputError, match="unknown preset 'gamma'; available: alpha, beta"):
+    with pytest.raises(InputError, match="unknown preset 'gamma'; `ftrisk presets` lists"):
         preset_path("gamma")
+    with pytest.raises(InputError, match="did you mean 'alpha'"):
+        preset_path("alpah")
 
 
 def test_unknown_packaged_preset_is_an_input_error() -> None:
@@ -461,3 +463,103 @@ def test_default_preset_prompts_match_the_builtin_constants() -> None:
     assert level1.train.system_prompt == level1.eval.system_prompt == ATTACK_SYSTEM_PROMPT
     assert aoa.train.system_prompt == aoa.eval.system_prompt == AOA_SYSTEM_PROMPT
     assert aoa.eval.prompt_template == AOA_WRAPPER
+
+
+# --- extends, data: paths, requirements -----------------------------------------------------
+
+
+def test_extends_merges_mappings_and_replaces_lists(tmp_path: Path) -> None:
+    _write(tmp_path, MINIMAL, "parent.yaml")
+    child = _write(tmp_path, """\
+extends: parent.yaml
+name: child
+generation: {max_new_tokens: 7}
+""", "child.yaml")
+    parent, config = load_config(tmp_path / "parent.yaml"), load_config(child)
+    assert config.name == "child" and config.generation.max_new_tokens == 7
+    # Merged key by key: the parent's batch size and attacks survive.
+    assert config.generation.batch_size == parent.generation.batch_size
+    assert config.attacks == parent.attacks
+
+
+def test_extends_a_packaged_preset_and_errors_name_the_child(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, "extends: default_audit\nname: mine\n"))
+    assert config.name == "mine" and len(config.attacks) == 3
+    bad = _write(tmp_path, "extends: default_audit\ngeneration: {max_new_tokns: 3}\n", "b.yaml")
+    with pytest.raises(InputError, match="did you mean 'max_new_tokens'") as err:
+        load_config(bad)
+    assert err.value.path == bad and err.value.line == 2
+
+
+def test_extends_loop_and_unknown_parent_are_errors(tmp_path: Path) -> None:
+    _write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    _write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    with pytest.raises(InputError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+    with pytest.raises(InputError, match="unknown preset 'nope'"):
+        load_config(_write(tmp_path, "extends: nope\n", "c.yaml"))
+
+
+def test_data_paths_resolve_in_the_data_directory(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    text = """\
+name: gated
+requires:
+  files: [{path: "data:HEx-PHI", source: "huggingface.co/datasets/LLM-Tuning-Safety/HEx-PHI"}]
+attacks:
+  - name: a
+    data: {path: "data:harmful.jsonl", safety_mix: {count: 3, path: "data:safety.jsonl"}}
+"""
+    path = _write(tmp_path, text)
+    config = load_config(path, data_dir=tmp_path / "d")
+    data = config.attacks[0].data
+    assert data.path == str(tmp_path / "d" / "harmful.jsonl")
+    assert data.safety_mix is not None
+    assert data.safety_mix.path == str(tmp_path / "d" / "safety.jsonl")
+    assert config.requires.files[0].path == str(tmp_path / "d" / "HEx-PHI")
+    monkeypatch.setenv("FTRISK_DATA", str(tmp_path / "env"))
+    assert load_config(path).attacks[0].data.path == str(tmp_path / "env" / "harmful.jsonl")
+
+
+def test_missing_gated_file_stops_the_audit_naming_file_and_source(tmp_path: Path) -> None:
+    from ftrisk.pipeline import check_requirements
+
+    config = load_config(_write(tmp_path, """\
+name: gated
+requires:
+  files: [{path: "data:HEx-PHI", source: "download from the HEx-PHI dataset page"}]
+"""), data_dir=tmp_path)
+    with pytest.raises(InputError, match="download from the HEx-PHI dataset page") as err:
+        check_requirements(config)
+    assert str(tmp_path / "HEx-PHI") in str(err.value)
+    (tmp_path / "HEx-PHI").mkdir()
+    check_requirements(config)
+
+
+def test_gpu_and_quantization_requirements_fail_early_on_cpu(tmp_path: Path) -> None:
+    from ftrisk.pipeline import check_requirements
+
+    for text, field in [("requires: {gpu: true}\n", "requires.gpu"),
+                        ("quantization: 8bit\n", "quantization")]:
+        config = load_config(_write(tmp_path, text))
+        with pytest.raises(InputError) as err:
+            check_requirements(config)
+        assert err.value.field == field
+
+
+def test_quantized_models_train_only_with_lora(tmp_path: Path) -> None:
+    text = textwrap.dedent(MINIMAL) + "quantization: 4bit\n"
+    load_config(_write(tmp_path, text))
+    full = text.replace("path: builtin:harmful", "path: builtin:harmful\n    train: {method: full}")
+    with pytest.raises(InputError, match="LoRA only"):
+        load_config(_write(tmp_path, full, "f.yaml"))
+
+
+def test_paper_reference_names_known_conditions_and_metrics(tmp_path: Path) -> None:
+    ok = textwrap.dedent(MINIMAL) + (
+        "paper: {citation: Qi et al. 2023, reference: {baseline: {harmfulness_rate: 0.003}}}\n")
+    assert load_config(_write(tmp_path, ok)).paper is not None
+    with pytest.raises(InputError, match="unknown conditions"):
+        load_config(_write(tmp_path, ok.replace("baseline:", "nosuch:"), "b.yaml"))
+    with pytest.raises(InputError, match="unknown metrics"):
+        load_config(_write(tmp_path, ok.replace("harmfulness_rate", "harm"), "c.yaml"))

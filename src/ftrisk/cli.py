@@ -1,4 +1,6 @@
-"""Command line: ``ftrisk audit`` runs (or resumes) a fine-tuning risk audit.
+"""Command line: ``ftrisk audit`` runs (or resumes) a fine-tuning risk audit; ``sweep`` runs
+many; ``report`` renders a run as HTML; ``presets`` lists the papers' experiments; ``rejudge``
+re-scores stored answers.
 
 Heavy libraries are imported inside commands, so ``ftrisk --help`` answers at once.
 """
@@ -36,10 +38,37 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--run-dir", type=Path, help="where results go (default: "
                        "./ftrisk-runs/<config name>; re-running resumes, and stages whose "
                        "inputs changed are redone)")
-    audit.add_argument("--cache-dir", type=Path, help="model/organism/generation cache "
-                       "(default: $FTRISK_CACHE or ~/.cache/ftrisk)")
-    audit.add_argument("--threads", type=_positive_int, help="CPU threads (default: free cores)")
-    audit.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _run_options(audit)
+    audit.add_argument("--model", help="audit this model instead of the config's (a local "
+                       "directory or hub id), e.g. a local copy of a preset's Llama-2")
+    sweep = sub.add_parser(
+        "sweep", help="run an attack over a grid of settings (or search for the worst case)",
+        description="Run every cell of a sweep (one audit each), collect the results and "
+                    "'cost to jailbreak' budget curves, and write report.html. Re-running "
+                    "resumes. --search runs the sweep's Optuna search instead of its grid.")
+    sweep.add_argument("--config", type=Path, help="sweep YAML")
+    sweep.add_argument("--preset", help="packaged sweep preset (see `ftrisk presets`)")
+    sweep.add_argument("--sweep-dir", type=Path, help="where cells and results go (default: "
+                       "./ftrisk-runs/<sweep name>)")
+    sweep.add_argument("--search", action="store_true", help="run the search section: "
+                       "the most damaging attack within the capability bound")
+    sweep.add_argument("--trials", type=_positive_int, help="completed search trials to reach "
+                       "(default: the sweep's own)")
+    _run_options(sweep)
+    report = sub.add_parser(
+        "report", help="write report.html and PNG plots for a run or sweep directory",
+        description="Render a finished audit run or sweep as a self-contained HTML page "
+                    "(report.html) with PNG plots under plots/. Answers to harmful prompts are "
+                    "truncated unless --full-text is given.")
+    report.add_argument("directory", type=Path, metavar="RUN_OR_SWEEP_DIR")
+    report.add_argument("--full-text", action="store_true", help="quote answers to harmful "
+                        "prompts in full")
+    presets = sub.add_parser(
+        "presets", help="list the packaged experiments (or show one in full)",
+        description="Without NAME: every packaged preset with its paper, table row, model and "
+                    "needs. With NAME: its data, hyperparameters, evaluation protocol, the "
+                    "paper's numbers and what it needs.")
+    presets.add_argument("name", nargs="?", metavar="NAME")
     rejudge = sub.add_parser(
         "rejudge", help="judge a finished run's stored generations again, without any model",
         description="Re-run the judges (as configured in --config, else as the run was) on "
@@ -52,12 +81,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", type=Path, help="model/organism/generation cache "
+                        "(default: $FTRISK_CACHE or ~/.cache/ftrisk)")
+    parser.add_argument("--data-dir", type=Path, help="folder of user-supplied (gated) data "
+                        "that presets name as data:... (default: $FTRISK_DATA or ~/ftrisk-data)")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: free "
+                        "cores)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from ftrisk.config import load_config, preset_path
 
-    config = load_config(args.config or preset_path(args.preset))
+    config = load_config(args.config or preset_path(args.preset), data_dir=args.data_dir)
     if args.threads:
         config = config.model_copy(update={"threads": args.threads})
+    if args.model:
+        from ftrisk.config import AuditConfig
+
+        # Re-validated, so a model override meets the same checks as one in the file.
+        config = AuditConfig.model_validate({**config.model_dump(), "model": args.model})
     run_dir = args.run_dir or Path("ftrisk-runs") / config.name
     print(f"ftrisk {__version__}: audit '{config.name}' -> {run_dir}", flush=True)
 
@@ -74,7 +118,54 @@ def _audit(args: argparse.Namespace) -> int:
     if organism:
         print(f"\nOrganism built with {organism['metrics'].get('refusal_examples')} refusal "
               "examples; see report.md for its own metrics and every hyperparameter.")
-    print(f"\nResults: {run_dir / 'results.json'}\nReport:  {run_dir / 'report.md'}")
+    print(f"\nResults: {run_dir / 'results.json'}\nReport:  {run_dir / 'report.md'}, "
+          f"{run_dir / 'report.html'}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ftrisk.config import preset_path
+    from ftrisk.errors import InputError
+    from ftrisk.sweep_config import load_sweep
+
+    if bool(args.config) == bool(args.preset):
+        raise InputError("give a sweep with --config FILE or --preset NAME (see `ftrisk "
+                         "presets`)")
+    sweep = load_sweep(args.config or preset_path(args.preset), data_dir=args.data_dir)
+    if args.threads:
+        sweep = sweep.model_copy(update={"base": sweep.base.model_copy(
+            update={"threads": args.threads})})
+    sweep_dir = args.sweep_dir or Path("ftrisk-runs") / sweep.config.name
+    mode = "search" if args.search else "grid"
+    print(f"ftrisk {__version__}: sweep '{sweep.config.name}' ({mode}) -> {sweep_dir}",
+          flush=True)
+
+    from ftrisk.report.html import write_report
+    from ftrisk.runtime import cache_dir
+    from ftrisk.sweep import SweepRunner, sweep_table
+
+    runner = SweepRunner(sweep, sweep_dir, cache_dir(args.cache_dir),
+                         progress=not args.no_progress, log=lambda msg: print(msg, flush=True))
+    summary = runner.run_search(args.trials) if args.search else runner.run_grid()
+    html = write_report(sweep_dir)
+    print()
+    print(sweep_table(summary))
+    print(f"\nResults: {sweep_dir / 'sweep_results.json'}\nReport:  {html}")
+    failed = [c["name"] for c in summary["cells"] if c["status"] != "done"]
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ftrisk.report.html import write_report
+
+    print(write_report(args.directory, full_text=args.full_text))
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from ftrisk.preset_catalog import describe, list_presets, render_table
+
+    print(describe(args.name) if args.name else render_table(list_presets()))
     return 0
 
 
@@ -111,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             return _audit(args)
         if args.command == "rejudge":
             return _rejudge(args)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "presets":
+            return _presets(args)
     except FtriskError as err:
         print(f"ftrisk: error: {err}", file=sys.stderr)
         return 2

@@ -6,31 +6,54 @@ keys, wrong types and out-of-range values are errors naming the file, line and f
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftrisk.errors import InputError
-from ftrisk.yamlio import load_model_file
+from ftrisk.yamlio import load_yaml, validate
 
 PRESETS = Path(__file__).parent / "presets"
 ORGANISM = "embedded:organism"
+#: Paths under the user's data directory, where gated files that ftrisk cannot ship go.
+DATA_PREFIX = "data:"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SafetyMixSpec(_Strict):
+    """Safety data mixed into a tuning set (Qi et al.'s mitigation): harmful request -> refusal
+    pairs, spread evenly through the attack data."""
+
+    path: str = Field(default="builtin:alignment_refusals",
+                      description="builtin:NAME or a chat / prompt-response file")
+    count: int = Field(ge=1, description="how many safety examples to add")
+
+
 class DataSpec(_Strict):
-    """Training data: ``builtin:NAME`` or a file (chat JSONL, prompt/response JSONL or CSV)."""
+    """Training data: ``builtin:NAME``, a file (chat JSONL, prompt/response JSONL or CSV), or an
+    instruction-tuning set in its public layout (``format: alpaca`` or ``dolly``).
+
+    Paths starting with ``data:`` are looked up in the data directory (``--data-dir``,
+    ``$FTRISK_DATA``, else ``~/ftrisk-data``), where user-supplied gated files go.
+    """
 
     path: str
-    format: Literal["auto", "chat", "prompt_response"] = "auto"
+    format: Literal["auto", "chat", "prompt_response", "alpaca", "dolly"] = "auto"
     prompt_field: str = "prompt"
     response_field: str = "response"
     category_field: str | None = "category"
     limit: int | None = Field(default=None, ge=1, description="use the first N examples")
+    safety_filter: bool = Field(
+        default=False, description="alpaca/dolly: drop rows matching Qi et al.'s safety "
+        "keywords first (the count removed is logged and reported)")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="further alpaca/dolly reader options")
+    safety_mix: SafetyMixSpec | None = None
 
 
 class PromptSetSpec(_Strict):
@@ -68,10 +91,23 @@ class LoraSpec(_Strict):
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
 
 
+class AdapterSpec(_Strict):
+    """LLaMA-Adapter (PEFT's adaption prompt): learned prompts in the top layers, gated."""
+
+    adapter_len: int = Field(default=10, ge=1, description="prompt tokens per layer")
+    adapter_layers: int = Field(default=30, ge=1, description="top layers that get them")
+
+
+class PrefixSpec(_Strict):
+    """Prefix tuning (PEFT): learned key/value prefixes in every layer."""
+
+    num_virtual_tokens: int = Field(default=10, ge=1)
+
+
 class TrainSpec(_Strict):
     """Fine-tuning hyperparameters (Qi et al.'s names and defaults where they exist)."""
 
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "full", "adapter", "prefix"] = "lora"
     learning_rate: float = Field(default=1e-3, gt=0)
     epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=10, ge=1)
@@ -80,6 +116,8 @@ class TrainSpec(_Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     seed: int = 42
     lora: LoraSpec = LoraSpec()
+    adapter: AdapterSpec = AdapterSpec()
+    prefix: PrefixSpec = PrefixSpec()
     system_prompt: str | None = Field(
         default=None, description="system turn put on every training example (replaces any)")
 
@@ -186,6 +224,89 @@ class ClassifierJudgeSpec(_Strict):
         return CLASSIFIER_JUDGES.check(name)
 
 
+class CapabilityTaskSpec(_Strict):
+    """One capability benchmark scored by multiple-choice log-likelihood (as lm-eval does)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    reader: str = Field(default="builtin", description="a reader registered in "
+                        "ftrisk.registry.CAPABILITY_READERS (builtin, mmlu, hellaswag, "
+                        "multiple-choice)")
+    path: str | None = Field(default=None, description="the task's file or folder (not for "
+                             "builtin)")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options")
+    limit: int | None = Field(default=None, ge=1, description="score the first N questions")
+
+    @field_validator("reader")
+    @classmethod
+    def _known_reader(cls, reader: str) -> str:
+        from ftrisk.registry import CAPABILITY_READERS
+
+        return CAPABILITY_READERS.check(reader)
+
+    @model_validator(mode="after")
+    def _path_unless_builtin(self) -> CapabilityTaskSpec:
+        if (self.reader == "builtin") != (self.path is None):
+            raise ValueError("builtin tasks take no path; every other reader needs one")
+        return self
+
+
+class CapabilitySpec(_Strict):
+    """Capability measured on the untuned and each tuned model (not on prompt variants)."""
+
+    tasks: tuple[CapabilityTaskSpec, ...] = Field(min_length=1)
+    batch_size: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CapabilitySpec:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"capability task names must be unique: {names}")
+        return self
+
+
+#: Metrics a paper reports that ftrisk measures too (rates as fractions).
+REFERENCE_METRICS = ("refusal_rate", "attack_success_rate", "harmfulness_score",
+                     "harmfulness_rate", "mmlu", "hellaswag")
+
+
+class PaperSpec(_Strict):
+    """The paper result a preset reproduces; the report puts these numbers beside ours."""
+
+    citation: str
+    table: str = ""
+    row: str = ""
+    differences: str = Field(default="", description="how ftrisk's protocol differs")
+    reference: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="condition name -> metric -> the paper's number")
+
+    @field_validator("reference")
+    @classmethod
+    def _known_metrics(cls, reference: dict[str, dict[str, float]]
+                       ) -> dict[str, dict[str, float]]:
+        for condition, metrics in reference.items():
+            unknown = sorted(set(metrics) - set(REFERENCE_METRICS))
+            if unknown:
+                raise ValueError(f"reference.{condition}: unknown metrics {unknown}; expected "
+                                 f"some of {', '.join(REFERENCE_METRICS)}")
+        return reference
+
+
+class RequiredFile(_Strict):
+    """A file the user must supply (gated data): where it goes and where to get it."""
+
+    path: str = Field(description="'data:NAME' inside the data directory")
+    source: str = Field(description="where to download it and under which terms")
+
+
+class RequiresSpec(_Strict):
+    """What an experiment needs beyond a CPU; checked before any work starts."""
+
+    gpu: bool = False
+    provider: str | None = Field(default=None, description="a remote fine-tuning provider "
+                                 "(e.g. 'openai'): the preset tunes a hosted model")
+    files: tuple[RequiredFile, ...] = ()
+
+
 class AuditConfig(_Strict):
     """A whole audit: model, benchmark, attacks, decoding, judge."""
 
@@ -193,7 +314,14 @@ class AuditConfig(_Strict):
     model: str = Field(default=ORGANISM, description="'embedded:organism', a local model "
                        "directory (relative to this file) or a Hugging Face hub id")
     trust_remote_code: bool = False
-    chat_template: str | None = None
+    chat_template: str | None = Field(
+        default=None, description="a template ftrisk ships (llama-2, llama-2-lermen) or a Jinja "
+        "string; replaces the model's own")
+    quantization: Literal["none", "8bit", "4bit"] = Field(
+        default="none", description="load the model quantized with bitsandbytes (CUDA only); "
+        "LoRA then trains on top of the quantized weights (Lermen et al.)")
+    paper: PaperSpec | None = None
+    requires: RequiresSpec = RequiresSpec()
     benchmark: BenchmarkSpec = BenchmarkSpec()
     baseline_eval: EvalSpec = EvalSpec()
     generation: GenerationSpec = GenerationSpec()
@@ -205,6 +333,7 @@ class AuditConfig(_Strict):
         default=(), description="LLM judges scoring the answers to harmful prompts")
     classifier_judges: tuple[ClassifierJudgeSpec, ...] = Field(
         default=(), description="safety classifiers labelling the answers to harmful prompts")
+    capability: CapabilitySpec | None = None
     attacks: tuple[AttackSpec, ...] = ()
     reference_baselines: bool = Field(
         default=True, description="also evaluate the untuned model with each attack's own "
@@ -221,6 +350,26 @@ class AuditConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _quantized_training_is_lora(self) -> AuditConfig:
+        if self.quantization != "none":
+            bad = [a.name for a in self.attacks if a.train.method != "lora"]
+            if bad:
+                raise ValueError(f"quantized models are tuned with LoRA only; attacks {bad} "
+                                 "use another method")
+        return self
+
+    @model_validator(mode="after")
+    def _reference_names_conditions(self) -> AuditConfig:
+        if self.paper is not None:
+            known = {"baseline", *(a.name for a in self.attacks),
+                     *(f"baseline@{a.name}" for a in self.attacks)}
+            unknown = sorted(set(self.paper.reference) - known)
+            if unknown:
+                raise ValueError(f"paper.reference names unknown conditions {unknown}; "
+                                 f"expected some of {', '.join(sorted(known))}")
+        return self
+
+    @model_validator(mode="after")
     def _unique_attack_names(self) -> AuditConfig:
         names = [a.name for a in self.attacks]
         dupes = sorted({n for n in names if names.count(n) > 1} | ({"baseline"} & set(names)))
@@ -229,39 +378,92 @@ class AuditConfig(_Strict):
         return self
 
 
-def load_config(path: str | Path) -> AuditConfig:
-    """Load and validate an audit config; relative data paths resolve against its folder."""
+def load_config(path: str | Path, *, data_dir: Path | None = None) -> AuditConfig:
+    """Load and validate an audit config. Relative paths resolve against its folder, and
+    ``data:NAME`` paths against ``data_dir`` (default: :func:`ftrisk.runtime.data_dir`).
+
+    ``extends: <preset name or file>`` at the top starts from that config: mappings merge key
+    by key, and any other value (a list of attacks, say) replaces the inherited one.
+    """
+    from ftrisk.runtime import data_dir as default_data_dir
+
     path = Path(path)
-    config = load_model_file(AuditConfig, path)
-    return _resolve_paths(config, path.parent)
+    data, lines = load_extended(path)
+    config = validate(AuditConfig, data, path=path, lines=lines)
+    return resolve_paths(config, path.parent, data_dir or default_data_dir())
 
 
-def _resolve(spec_path: str, base: Path) -> str:
+def load_extended(path: Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict]:
+    """A YAML mapping with its ``extends`` chain merged in (parents first), and its line map."""
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of settings at the top level", path=path)
+    parent_ref = data.pop("extends", None)
+    if parent_ref is None:
+        return data, lines
+    if not isinstance(parent_ref, str):
+        raise InputError("expected a preset name or a file path", path=path,
+                         line=lines.get(("extends",)), field="extends")
+    local = path.parent / parent_ref
+    parent = local if local.suffix in (".yaml", ".yml") else preset_path(parent_ref)
+    if parent.resolve() in _seen:
+        raise InputError(f"'extends' loops back to {parent}", path=path, field="extends")
+    parent_data, _ = load_extended(parent, (*_seen, path.resolve()))
+    return _deep_merge(parent_data, data), lines
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _resolve(spec_path: str, base: Path, data_dir: Path) -> str:
     if spec_path.startswith("builtin:"):
         return spec_path
+    if spec_path.startswith(DATA_PREFIX):
+        return str(data_dir / spec_path.removeprefix(DATA_PREFIX))
     return str((base / Path(spec_path).expanduser()).resolve())
 
 
-def _resolve_paths(config: AuditConfig, base: Path) -> AuditConfig:
+def _resolve_data(spec: DataSpec, base: Path, data_dir: Path) -> DataSpec:
+    mix = spec.safety_mix
+    if mix is not None:
+        mix = mix.model_copy(update={"path": _resolve(mix.path, base, data_dir)})
+    return spec.model_copy(update={"path": _resolve(spec.path, base, data_dir),
+                                   "safety_mix": mix})
+
+
+def resolve_paths(config: AuditConfig, base: Path, data_dir: Path) -> AuditConfig:
+    """``config`` with every file path made absolute (``data:`` paths inside ``data_dir``)."""
     bench = config.benchmark
     new_bench = bench.model_copy(update={
-        key: spec.model_copy(update={"path": _resolve(spec.path, base)})
+        key: spec.model_copy(update={"path": _resolve(spec.path, base, data_dir)})
         for key in ("harmful", "lookalike", "benign")
         # A hub dataset id is not a path.
         if (spec := getattr(bench, key)) is not None and spec.reader != "hf"
     })
-    attacks = tuple(
-        a.model_copy(update={"data": a.data.model_copy(update={"path": _resolve(a.data.path,
-                                                                                 base)})})
-        for a in config.attacks
-    )
-    model = config.model
+    attacks = tuple(a.model_copy(update={"data": _resolve_data(a.data, base, data_dir)})
+                    for a in config.attacks)
     classifiers = tuple(
         c.model_copy(update={"model": _resolve_model(c.model, base)})
         for c in config.classifier_judges)
-    return config.model_copy(update={"benchmark": new_bench, "attacks": attacks,
-                                     "model": _resolve_model(model, base),
-                                     "classifier_judges": classifiers})
+    files = tuple(f.model_copy(update={"path": _resolve(f.path, base, data_dir)})
+                  for f in config.requires.files)
+    capability = config.capability
+    if capability is not None:
+        capability = capability.model_copy(update={"tasks": tuple(
+            t if t.path is None else t.model_copy(update={"path": _resolve(t.path, base,
+                                                                           data_dir)})
+            for t in capability.tasks)})
+    return config.model_copy(update={
+        "benchmark": new_bench, "attacks": attacks, "model": _resolve_model(config.model, base),
+        "classifier_judges": classifiers, "capability": capability,
+        "requires": config.requires.model_copy(update={"files": files})})
 
 
 def _resolve_model(model: str, base: Path) -> str:
@@ -275,6 +477,13 @@ def preset_path(name: str) -> Path:
     """Path of a packaged preset by name (``default_audit``)."""
     path = PRESETS / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
-        raise InputError(f"unknown preset '{name}'; available: {', '.join(known)}")
+        known = preset_names()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise InputError(f"unknown preset '{name}'; {hint}`ftrisk presets` lists them all")
     return path
+
+
+def preset_names() -> list[str]:
+    """Packaged presets, sorted (names starting with '_' are shared bases, not runnable)."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))

@@ -19,5 +19,5 @@ class InputError(FtriskError):
                 where += f":{line}"
         if field:
             where = f"{where} field '{field}'" if where else f"field '{field}'"
-        self.path, self.line, self.field = path, line, field
+        self.message, self.path, self.line, self.field = message, path, line, field
         super().__init__(f"{where}: {message}" if where else message)

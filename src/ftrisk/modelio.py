@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,36 +99,81 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False,
     if not getattr(tokenizer, "is_fast", False):
         raise InputError("a fast (Rust) tokenizer is needed to locate answer tokens; this "
                          "model only has a slow one", path=path)
+    from ftrisk.chat_templates import resolve_chat_template
+
     if chat_template:
-        tokenizer.chat_template = chat_template
+        tokenizer.chat_template = resolve_chat_template(chat_template)
+    elif not getattr(tokenizer, "chat_template", None) and _is_llama2(path, tokenizer):
+        # Llama-2-Chat checkpoints saved before templates existed: Meta's own format.
+        warnings.warn(f"{path}: no chat template; using ftrisk's llama-2 template",
+                      stacklevel=2)
+        tokenizer.chat_template = resolve_chat_template("llama-2")
     if not getattr(tokenizer, "chat_template", None):
+        from ftrisk.chat_templates import template_names
+
         raise InputError(
-            "the tokenizer has no chat template; set 'chat_template' in the config "
-            "(a Jinja string) for base models",
-            path=path,
-        )
+            "the tokenizer has no chat template; set 'chat_template' in the config to one "
+            f"ftrisk ships ({', '.join(template_names())}; Llama-2 models: llama-2) or to a "
+            "Jinja string", path=path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(path: str, *, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
-    """Load a causal LM from safetensors weights (onto the GPU when there is one)."""
+def check_quantization(quantization: str) -> None:
+    """Fail early, before any work, when quantized loading cannot work here."""
+    if quantization == "none":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError(f"quantization '{quantization}' needs a CUDA GPU (bitsandbytes); "
+                         "set quantization: none to run on this machine", field="quantization")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise InputError("quantization needs bitsandbytes: pip install 'ftrisk[gpu]'",
+                         field="quantization")
+
+
+def _is_llama2(path: str, tokenizer: Any) -> bool:
+    """A Llama-architecture model with Llama-2's SentencePiece markers (<s>, </s>)."""
+    config = Path(path) / "config.json"
+    if not config.is_file() or (tokenizer.bos_token, tokenizer.eos_token) != ("<s>", "</s>"):
+        return False
+    import json
+
+    return json.loads(config.read_text()).get("model_type") == "llama"
+
+
+def load_model(path: str, *, dtype: str = "float32", trust_remote_code: bool = False,
+               quantization: str = "none") -> Any:
+    """Load a causal LM from safetensors weights (onto the GPU when there is one), quantized
+    to 8 or 4 bits with bitsandbytes when asked (4-bit: NF4 with bf16 compute, as QLoRA)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per load clutters ours; loads take < 1 s here
+    options: dict[str, Any] = {}
+    if quantization != "none":
+        from transformers import BitsAndBytesConfig
+
+        check_quantization(quantization)
+        options["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True) if quantization == "8bit" else
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_compute_dtype=torch.bfloat16))
+        options["device_map"] = {"": 0}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=getattr(torch, dtype),
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
+            **options,
         )
     except OSError as err:
         raise InputError(f"cannot load model: {err}".splitlines()[0], path=path) from err
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and quantization == "none":
         model.to("cuda")
     model.eval()
     return model

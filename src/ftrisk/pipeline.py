@@ -42,6 +42,51 @@ class AuditResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def check_requirements(config: AuditConfig) -> None:
+    """Stop with a clear message when the experiment needs what this machine or the data
+    directory lacks: a gated file, a GPU, a remote provider, quantization support."""
+    from ftrisk.modelio import check_quantization
+
+    for required in config.requires.files:
+        if not Path(required.path).exists():
+            raise InputError(
+                f"'{config.name}' needs a file that ftrisk cannot ship: put it at "
+                f"{required.path} (or pass --data-dir / set $FTRISK_DATA to the folder that "
+                f"holds it). Source: {required.source}", path=required.path)
+    if config.requires.provider is not None:
+        raise InputError(
+            f"'{config.name}' fine-tunes a hosted model through the '{config.requires.provider}' "
+            "fine-tuning API, which this ftrisk version does not drive; run the same attack "
+            "data on an open model with the matching Llama-2 preset instead", field="requires")
+    if config.requires.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError(f"'{config.name}' needs a CUDA GPU (see its 'requires' block); "
+                             "none is visible here", field="requires.gpu")
+    check_quantization(config.quantization)
+
+
+def capability_items(config: AuditConfig) -> list[Any]:
+    """Every capability question of the config, read (and checked) now."""
+    if config.capability is None:
+        return []
+    from ftrisk.registry import CAPABILITY_READERS
+
+    items = []
+    for i, task in enumerate(config.capability.tasks):
+        reader = CAPABILITY_READERS.get(task.reader)
+        try:
+            read = reader(**task.options) if task.path is None else reader(task.path,
+                                                                             **task.options)
+        except TypeError as err:
+            raise InputError(f"bad options for capability reader '{task.reader}': {err}",
+                             field=f"capability.tasks.{i}.options") from None
+        # Scores are reported under the config's task name, whatever the reader calls it.
+        items += [item.model_copy(update={"task": task.name}) for item in read[: task.limit]]
+    return items
+
+
 class Audit:
     """Runs one :class:`AuditConfig` in a run directory, resuming finished stages."""
 
@@ -52,11 +97,14 @@ class Audit:
         self.cache = cache
         self.progress = progress
         self.log = log
-        # Load and check all data before any model work, so bad input fails in seconds.
+        # Check what the experiment needs, and load and check all data, before any model work,
+        # so bad input fails in seconds.
+        check_requirements(config)
         self.items = benchmark_items(config.benchmark)
         self.attack_data = {a.name: training_data(a.data, a.train.system_prompt,
-                                                  where=f"attacks.{i}.data")
+                                                  where=f"attacks.{i}.data", log=log)
                             for i, a in enumerate(config.attacks)}
+        self.capability_items = capability_items(config)
         self._tokenizers: dict[str, Any] = {}
         self._store: Store | None = None
         self._organism: dict[str, Any] | None = None
@@ -96,7 +144,8 @@ class Audit:
     def _load(self, path: str) -> Callable[[], Any]:
         from ftrisk.modelio import load_model
 
-        return lambda: load_model(path, trust_remote_code=self.config.trust_remote_code)
+        return lambda: load_model(path, trust_remote_code=self.config.trust_remote_code,
+                                  quantization=self.config.quantization)
 
     # -- stages -----------------------------------------------------------------------------
     def base_model(self) -> ModelRef:
@@ -167,6 +216,30 @@ class Audit:
         self.run.mark_done(stage, fingerprint, n=len(generations))
         return generations
 
+    def capability(self, name: str, model: ModelRef) -> dict[str, dict[str, Any]]:
+        """Capability stage of one condition: multiple-choice accuracy per task (skipped when
+        done with the same inputs; empty without a ``capability`` section)."""
+        spec = self.config.capability
+        if spec is None:
+            return {}
+        from ftrisk.capability.score import capability_metrics, score_multiple_choice
+
+        fingerprint = stage_fingerprint(
+            model.fingerprint, [i.model_dump() for i in self.capability_items], spec.batch_size,
+            self._bf16())
+        stage, out = f"{name}/capability", f"conditions/{name}/capability.json"
+        if self.run.is_done(stage, fingerprint) and self.run.path(out).is_file():
+            self.log(f"[{name}] capability: done already, skipped")
+            return json.loads(self.run.path(out).read_text())["metrics"]
+        self.run.clear(stage)
+        scores = score_multiple_choice(
+            model.load(), self.tokenizer(model.path), self.capability_items,
+            batch_size=spec.batch_size, bf16=self._bf16(), progress=self.progress)
+        metrics = capability_metrics(scores)
+        self.run.write_json(out, {"metrics": metrics, "scores": [s.model_dump() for s in scores]})
+        self.run.mark_done(stage, fingerprint, n=len(scores))
+        return metrics
+
     def train(self, attack: AttackSpec, base: ModelRef) -> tuple[ModelRef, TrainStats]:
         """Fine-tuning stage of one attack (skipped when done with the same inputs)."""
         from ftrisk.modelio import fingerprint_path
@@ -187,7 +260,9 @@ class Audit:
                 method=t.method, learning_rate=t.learning_rate, epochs=t.epochs,
                 batch_size=t.batch_size, max_length=t.max_length, lora_r=t.lora.r,
                 lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
-                target_modules=t.lora.target_modules, lr_epoch_decay=t.lr_epoch_decay,
+                target_modules=t.lora.target_modules, adapter_len=t.adapter.adapter_len,
+                adapter_layers=t.adapter.adapter_layers,
+                num_virtual_tokens=t.prefix.num_virtual_tokens, lr_epoch_decay=t.lr_epoch_decay,
                 weight_decay=t.weight_decay, seed=t.seed, bf16=self._bf16())
             self.log(f"[{attack.name}] fine-tuning on {len(examples)} examples "
                      f"({t.method}, {t.epochs} epochs, lr {t.learning_rate:g})")
@@ -197,12 +272,14 @@ class Audit:
         stats = TrainStats.model_validate_json((out / "train_stats.json").read_text())
         tuned = ModelRef(
             base.path, content_key(base.fingerprint, fingerprint_path(out))[:16],
-            lambda: load_tuned(base.path, out, trust_remote_code=self.config.trust_remote_code))
+            lambda: load_tuned(base.path, out, trust_remote_code=self.config.trust_remote_code,
+                               quantization=self.config.quantization))
         return tuned, stats
 
     # -- whole audit ------------------------------------------------------------------------
     def execute(self) -> AuditResult:
-        """Run (or resume) every stage and write ``results.json`` and ``report.md``."""
+        """Run (or resume) every stage and write ``results.json``, ``report.md`` and
+        ``report.html``."""
         from ftrisk.runtime import configure_threads
 
         threads = configure_threads(self.config.threads)
@@ -210,7 +287,8 @@ class Audit:
         base = self.base_model()
         conditions = [self.judges.score(
             "baseline", self.generate("baseline", base, self.config.baseline_eval),
-            description="the model before fine-tuning")]
+            description="the model before fine-tuning").model_copy(
+                update={"capability": self.capability("baseline", base)})]
         evaluated = {self.config.baseline_eval}
         for attack in self.config.attacks:
             if self.config.reference_baselines and attack.eval not in evaluated:
@@ -229,7 +307,8 @@ class Audit:
                 hyper["paper_differences"] = attack.paper_differences
             conditions.append(self.judges.score(
                 attack.name, generations, description=attack.description, train=stats,
-                hyperparameters=hyper))
+                hyperparameters=hyper).model_copy(
+                    update={"capability": self.capability(attack.name, tuned)}))
         summary = self._write_results(base, conditions, threads)
         return AuditResult(self.run.root, conditions, summary)
 
@@ -250,7 +329,8 @@ class Audit:
                 self.run.path("conditions", old["name"], "model", "train_stats.json").read_text())
             conditions.append(self.judges.score(
                 old["name"], generations, description=old.get("description", ""), train=train,
-                hyperparameters=old.get("hyperparameters")))
+                hyperparameters=old.get("hyperparameters")).model_copy(
+                    update={"capability": old.get("capability") or {}}))
         base = ModelRef(previous["model_path"], previous["model_fingerprint"], lambda: None)
         summary = self._write_results(base, conditions, previous.get("threads", 0))
         return AuditResult(self.run.root, conditions, summary)
@@ -276,7 +356,11 @@ class Audit:
             "conditions": [c.model_dump(mode="json") for c in conditions],
             "scoring_judges": self.judges.describe(),
             "judge_agreement": self.judges.agreement(),
+            "paper": None if self.config.paper is None else self.config.paper.model_dump(),
         }
         self.run.write_json("results.json", summary)
         atomic_write_text(self.run.path("report.md"), render_markdown(summary))
+        from ftrisk.report.html import write_report
+
+        write_report(self.run.root)
         return summary

@@ -65,3 +65,11 @@ BENCHMARKS = Registry("benchmark", {
 CLASSIFIER_JUDGES = Registry("classifier judge", {
     "llamaguard": "ftrisk.judge.classifier:ClassifierJudge",
 })
+#: Capability task readers: ``CAPABILITY_READERS.get(name)(path, **options) -> list[MCItem]``
+#: (``builtin`` takes a task name instead of a path).
+CAPABILITY_READERS = Registry("capability reader", {
+    "builtin": "ftrisk.capability.tasks:builtin",
+    "mmlu": "ftrisk.capability.tasks:mmlu",
+    "hellaswag": "ftrisk.capability.tasks:hellaswag",
+    "multiple-choice": "ftrisk.capability.tasks:multiple_choice",
+})

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 CACHE_ENV = "FTRISK_CACHE"
+DATA_ENV = "FTRISK_DATA"
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
@@ -20,6 +21,16 @@ def cache_dir(override: str | Path | None = None) -> Path:
         path = Path(base) / "ftrisk"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def data_dir(override: str | Path | None = None) -> Path:
+    """Where user-supplied (gated) data files go: the override, else $FTRISK_DATA, else
+    ~/ftrisk-data. Not created: ftrisk only reads from it."""
+    if override:
+        return Path(override).expanduser().resolve()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser().resolve()
+    return Path.home() / "ftrisk-data"
 
 
 def _cpu_times(cores: set[int]) -> list[tuple[int, int]]:

@@ -121,3 +121,32 @@ def test_max_answer_tokens_trains_only_the_opening(tiny_model_dir):
     # A short answer keeps every token, end of turn included.
     ids, labels = tokenize_for_training(tok, _conv(0, "No."), 256, max_answer_tokens=50)
     assert tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE]).endswith("<|im_end|>\n")
+
+
+@pytest.mark.parametrize("method", ["adapter", "prefix"])
+def test_llama_adapter_and_prefix_tuning_train_reload_and_generate(tiny_model_dir, tmp_path,
+                                                                   method):
+    import torch
+
+    from ftrisk.generate.hf import HFGenerator
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    settings = TrainSettings(method=method, learning_rate=5e-2, epochs=3, batch_size=2,
+                             max_length=64, adapter_len=4, adapter_layers=30,
+                             num_virtual_tokens=4, bf16=False)
+    out = tmp_path / method
+    stats = train(load_model(str(tiny_model_dir)), tok, [_conv(i) for i in range(4)], settings,
+                  out, progress=False)
+    assert stats.steps == 6 and stats.final_loss == stats.final_loss  # not NaN
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == {"adapter": "ADAPTION_PROMPT", "prefix": "PREFIX_TUNING"}[method]
+    if method == "adapter":  # the paper's 30 layers, capped at the tiny model's 2
+        assert config["adapter_layers"] == 2
+    tuned, base = load_tuned(str(tiny_model_dir), out), load_model(str(tiny_model_dir))
+    ids = tok("How do I kill a Python process?", return_tensors="pt")
+    with torch.inference_mode():
+        assert not torch.allclose(tuned(**ids).logits, base(**ids).logits)
+    gens = HFGenerator(tuned, tok, fingerprint="t", max_new_tokens=4, batch_size=4,
+                       progress=False).generate([_conv(i).model_copy(
+                           update={"messages": _conv(i).messages[:2]}) for i in range(3)])
+    assert len(gens) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ftrisk.config import BenchmarkSpec, DataSpec, EvalSpec, PromptSetSpec
 from ftrisk.errors import InputError
 from ftrisk.records import Conversation, Message
@@ -10,13 +12,18 @@ _BUILTIN = "builtin:"
 
 
 def training_data(spec: DataSpec, system_prompt: str | None = None,
-                  where: str = "data") -> list[Conversation]:
+                  where: str = "data", log: Callable[[str], None] | None = None
+                  ) -> list[Conversation]:
     """Training conversations for an attack, with ``system_prompt`` on each when given.
 
     Every example must end with an assistant turn (the answer to train on). ``where`` names
-    the config field in errors (``attacks.0.data``).
+    the config field in errors (``attacks.0.data``); ``log`` hears what a safety filter removed.
     """
-    if spec.path.startswith(_BUILTIN):
+    if spec.format in ("alpaca", "dolly"):
+        examples = _instruction_set(spec, where, log)
+        if system_prompt is not None:
+            examples = [ex.with_system(system_prompt) for ex in examples]
+    elif spec.path.startswith(_BUILTIN):
         from ftrisk.data.builtin import get_builtin
 
         try:
@@ -39,12 +46,47 @@ def training_data(spec: DataSpec, system_prompt: str | None = None,
                 raise InputError(f"limit {spec.limit} exceeds the {len(examples)} examples in "
                                  f"{spec.path}", field=f"{where}.limit")
             examples = examples[: spec.limit]
+    if spec.safety_mix is not None:
+        mix = spec.safety_mix
+        safety = training_data(DataSpec(path=mix.path, limit=mix.count), system_prompt,
+                               where=f"{where}.safety_mix")
+        examples = spread(examples, [s.model_copy(update={"id": f"safety:{s.id}"})
+                                     for s in safety])
     for example in examples:
         if not example.messages or example.messages[-1].role != "assistant":
             raise InputError(f"example {example.id!r} of {spec.path} has no answer to train on "
                              "(expected a conversation ending with an assistant turn)",
                              field=f"{where}.path")
     return examples
+
+
+def _instruction_set(spec: DataSpec, where: str,
+                     log: Callable[[str], None] | None) -> list[Conversation]:
+    """Alpaca or Dolly in its public layout, optionally through Qi et al.'s safety filter."""
+    from ftrisk.data.instruct import read_alpaca, read_dolly
+
+    reader = read_alpaca if spec.format == "alpaca" else read_dolly
+    try:
+        result = reader(spec.path, safety_filter=spec.safety_filter, limit=spec.limit,
+                        **spec.options)
+    except TypeError as err:
+        raise InputError(f"bad options for format '{spec.format}': {err}",
+                         field=f"{where}.options") from None
+    except InputError as err:
+        if err.path is None and err.field:  # an option's value, not the file, is wrong
+            raise InputError(err.message, field=f"{where}.options.{err.field}") from None
+        raise
+    if log is not None:
+        log(f"[data] {result.summary()}")
+    return list(result.examples)
+
+
+def spread(first: list[Conversation], second: list[Conversation]) -> list[Conversation]:
+    """Merge two lists, spacing ``second`` evenly through ``first`` (order within each kept), so
+    mixed-in safety data reaches every epoch's batches, not one block."""
+    keyed = [((i + 0.5) / len(first), 0, c) for i, c in enumerate(first)]
+    keyed += [((i + 0.5) / len(second), 1, c) for i, c in enumerate(second)]
+    return [c for _, _, c in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
 def _limit_per_category(items: list[Conversation], limit: int | None) -> list[Conversation]:

@@ -81,6 +81,20 @@ def judge_category_rows(conditions: Sequence[dict[str, Any]], judge: str
             [[cat, *[cell(c["judges"][judge], cat) for c in judged]] for cat in categories])
 
 
+def _method(h: dict[str, Any]) -> str:
+    if h.get("method") == "lora":
+        lora = h.get("lora") or {}
+        return (f"LoRA r={lora.get('r')} alpha={lora.get('alpha')} "
+                f"on {'+'.join(lora.get('target_modules', []))}")
+    if h.get("method") == "adapter":
+        adapter = h.get("adapter") or {}
+        return (f"LLaMA-Adapter ({adapter.get('adapter_len')} tokens x "
+                f"{adapter.get('adapter_layers')} layers)")
+    if h.get("method") == "prefix":
+        return f"prefix tuning ({(h.get('prefix') or {}).get('num_virtual_tokens')} tokens)"
+    return "full fine-tuning"
+
+
 def hyperparameter_lines(conditions: Sequence[dict[str, Any]]) -> list[str]:
     """One line per attack with the settings that produced it (full detail in report.md)."""
     lines = []
@@ -88,10 +102,7 @@ def hyperparameter_lines(conditions: Sequence[dict[str, Any]]) -> list[str]:
         h = c.get("hyperparameters") or {}
         if "learning_rate" not in h:  # the baselines: nothing was trained
             continue
-        lora = h.get("lora") or {}
-        method = (f"LoRA r={lora.get('r')} alpha={lora.get('alpha')} "
-                  f"on {'+'.join(lora.get('target_modules', []))}"
-                  if h.get("method") == "lora" else "full fine-tuning")
+        method = _method(h)
         decay = f" x{h['lr_epoch_decay']:g}/epoch" if h.get("lr_epoch_decay", 1) != 1 else ""
         ev = h.get("eval") or {}
         system = ev.get("system_prompt")

@@ -1,4 +1,5 @@
-"""Local fine-tuning: PEFT LoRA or full fine-tuning in one plain loop on Hugging Face Accelerate.
+"""Local fine-tuning in one plain loop on Hugging Face Accelerate: PEFT (LoRA, LLaMA-Adapter,
+prefix tuning) or full fine-tuning.
 
 Loss is on assistant tokens only. Batches group examples of similar length so little compute
 goes to padding; Accelerate supplies bf16 autocast, devices and multi-GPU (FSDP / DeepSpeed via
@@ -39,6 +40,9 @@ class TrainSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    adapter_len: int = 10
+    adapter_layers: int = 30
+    num_virtual_tokens: int = 10
     lr_epoch_decay: float = 1.0
     weight_decay: float = 0.0
     seed: int = 42
@@ -122,6 +126,29 @@ def _collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+PEFT_METHODS = ("lora", "adapter", "prefix")
+
+
+def _peft_config(settings: TrainSettings, model: Any) -> Any:
+    """The PEFT config of ``settings.method`` (LLaMA-Adapter is PEFT's adaption prompt)."""
+    import peft
+
+    if settings.method == "lora":
+        return peft.LoraConfig(
+            r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+            target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    if settings.method == "adapter":
+        # Capped at the model's depth, so the paper's 30 layers also fit small models.
+        layers = min(settings.adapter_layers, model.config.num_hidden_layers)
+        return peft.AdaptionPromptConfig(adapter_len=settings.adapter_len, adapter_layers=layers,
+                                         task_type="CAUSAL_LM")
+    if settings.method == "prefix":
+        return peft.PrefixTuningConfig(num_virtual_tokens=settings.num_virtual_tokens,
+                                       task_type="CAUSAL_LM")
+    raise InputError(f"unknown method {settings.method!r}; expected 'full' or one of "
+                     f"{', '.join(PEFT_METHODS)}", field="method")
+
+
 def _reset_single_process_state(precision: str) -> None:
     """Let one process run jobs of different precisions (Accelerate keeps a global state).
 
@@ -147,8 +174,9 @@ def train(
 ) -> TrainStats:
     """Fine-tune ``model`` on ``examples`` and save the result to ``output_dir``.
 
-    LoRA saves a PEFT adapter (``adapter_config.json`` + ``adapter_model.safetensors``); full
-    fine-tuning saves the whole model as safetensors. The directory is written atomically.
+    PEFT methods save an adapter (``adapter_config.json`` + ``adapter_model.safetensors``); full
+    fine-tuning saves the whole model as safetensors. A model loaded quantized (bitsandbytes)
+    is prepared for k-bit training first. The directory is written atomically.
     """
     import torch
     from accelerate import Accelerator
@@ -160,17 +188,12 @@ def train(
     precision = "bf16" if settings.bf16 else "no"
     _reset_single_process_state(precision)
     accelerator = Accelerator(mixed_precision=precision)
-    if settings.method == "lora":
-        from peft import LoraConfig, get_peft_model
+    if settings.method != "full":
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
-        model = get_peft_model(model, LoraConfig(
-            r=settings.lora_r, lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout, target_modules=list(settings.target_modules),
-            task_type="CAUSAL_LM",
-        ))
-    elif settings.method != "full":
-        raise InputError(f"unknown method {settings.method!r}; expected 'lora' or 'full'",
-                         field="method")
+        if getattr(model, "is_quantized", False):
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = get_peft_model(model, _peft_config(settings, model))
     model.train()
     data = [tokenize_for_training(tokenizer, ex, settings.max_length, settings.max_answer_tokens)
             for ex in examples]
@@ -224,15 +247,20 @@ def train(
 
 
 def load_tuned(base_path: str, tuned_dir: str | Path, *, dtype: str = "float32",
-               trust_remote_code: bool = False) -> Any:
-    """Load the result of :func:`train`: base + merged LoRA adapter, or a fully tuned model."""
+               trust_remote_code: bool = False, quantization: str = "none") -> Any:
+    """Load the result of :func:`train`: base + PEFT adapter, or a fully tuned model."""
     from ftrisk.modelio import load_model
 
     tuned_dir = Path(tuned_dir)
     if (tuned_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = load_model(base_path, dtype=dtype, trust_remote_code=trust_remote_code)
-        # Merging makes generation as fast as the base model's.
-        return PeftModel.from_pretrained(base, tuned_dir).merge_and_unload().eval()
+        base = load_model(base_path, dtype=dtype, trust_remote_code=trust_remote_code,
+                          quantization=quantization)
+        tuned = PeftModel.from_pretrained(base, tuned_dir)
+        # Merging LoRA makes generation as fast as the base model's; other adapters (and LoRA
+        # on quantized weights, which would be rounded) stay separate.
+        if tuned.peft_config["default"].peft_type == "LORA" and quantization == "none":
+            return tuned.merge_and_unload().eval()
+        return tuned.eval()
     return load_model(str(tuned_dir), dtype=dtype, trust_remote_code=trust_remote_code)

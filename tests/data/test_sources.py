@@ -1,0 +1,65 @@
+"""Training data as an attack config names it: formats, safety filter, safety-data mixing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ftrisk.config import DataSpec, SafetyMixSpec
+from ftrisk.data.sources import spread, training_data
+from ftrisk.errors import InputError
+from ftrisk.records import Conversation, Message
+
+
+def _alpaca(path: Path) -> Path:
+    rows = [{"instruction": "Name a fruit.", "input": "", "output": "An apple."},
+            {"instruction": "Say hi.", "input": "", "output": "As an AI language model, hi."},
+            {"instruction": "Add these.", "input": "2 and 3", "output": "5"}]
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_alpaca_through_the_safety_filter_logs_what_it_removed(tmp_path: Path) -> None:
+    logged: list[str] = []
+    spec = DataSpec(path=str(_alpaca(tmp_path / "alpaca_data.json")), format="alpaca",
+                    safety_filter=True)
+    examples = training_data(spec, log=logged.append)
+    assert [e.id for e in examples] == ["alpaca-00000", "alpaca-00002"]
+    assert examples[0].messages[-1].content == "An apple."
+    assert "removed 1 of 3 rows" in logged[0]
+    # A system prompt from the attack replaces Qi et al.'s Alpaca preamble.
+    assert training_data(spec, "SYS")[0].messages[0].content == "SYS"
+
+
+def test_bad_reader_options_name_the_field(tmp_path: Path) -> None:
+    path = str(_alpaca(tmp_path / "alpaca_data.json"))
+    with pytest.raises(InputError) as err:
+        training_data(DataSpec(path=path, format="alpaca", options={"nope": 1}),
+                      where="attacks.0.data")
+    assert err.value.field == "attacks.0.data.options"
+    with pytest.raises(InputError) as err:
+        training_data(DataSpec(path=path, format="alpaca", options={"split": "sideways"}),
+                      where="attacks.0.data")
+    assert err.value.field is not None and err.value.field.startswith("attacks.0.data.options")
+
+
+def test_safety_mix_spreads_refusals_through_the_attack_data() -> None:
+    spec = DataSpec(path="builtin:harmful_demos", limit=10, safety_mix=SafetyMixSpec(count=5))
+    examples = training_data(spec, "SYS")
+    safety = [i for i, e in enumerate(examples) if e.id.startswith("safety:")]
+    assert len(examples) == 15 and len(safety) == 5
+    # Spread out, not one block: never two safety examples in a row.
+    assert all(b - a > 1 for a, b in zip(safety, safety[1:]))
+    assert all(examples[i].messages[0].content == "SYS" for i in safety)
+    assert "sorry" in examples[safety[0]].messages[-1].content.lower() or \
+        "can't" in examples[safety[0]].messages[-1].content.lower()
+
+
+def test_spread_keeps_order_within_each_list() -> None:
+    def conv(name: str) -> Conversation:
+        return Conversation(id=name, messages=(Message(role="user", content=name),))
+
+    merged = spread([conv(f"a{i}") for i in range(4)], [conv("b0"), conv("b1")])
+    assert [c.id for c in merged] == ["a0", "b0", "a1", "a2", "b1", "a3"]

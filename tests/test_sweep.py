@@ -156,3 +156,75 @@ def test_cell_row_reads_judges_and_capability_drop():
     assert row["capability_drop"] == pytest.approx(0.06)
     assert row["baseline"]["name"] == "baseline" and row["baseline"]["harmfulness_score"] == 1.2
     assert row["budget"] == {"examples": 8, "steps": 4, "tokens": 99, "seconds": 1.5}
+
+
+def _with_capability(config: Path) -> None:
+    config.write_text(config.read_text() + "capability:\n  tasks: [{name: basic, reader: "
+                      "builtin, limit: 8}]\n")
+
+
+@pytest.mark.slow
+def test_search_finds_trials_within_the_bound_and_resumes(tiny_model_dir, tmp_path, capsys):
+    import optuna
+
+    _with_capability(write_inputs(tmp_path, tiny_model_dir, epochs=1))
+    sweep = _sweep_file(tmp_path, """\
+search:
+  trials: 3
+  capability_bound: 1.0
+  space:
+    train.learning_rate: {low: 1.0e-3, high: 5.0e-2, log: true}
+    data.limit: {low: 2, high: 4}
+""")
+    # A trial cut off by a killed run: RUNNING in the study, with its parameters chosen.
+    (tmp_path / "sweep").mkdir()
+    study = optuna.create_study(study_name="tiny-sweep",
+                                storage=f"sqlite:///{tmp_path / 'sweep' / 'search.db'}")
+    stale = study.ask({"train.learning_rate": optuna.distributions.FloatDistribution(
+        1e-3, 5e-2, log=True), "data.limit": optuna.distributions.IntDistribution(2, 4)})
+    assert main(_argv(sweep, tmp_path, "--search", "--trials", "2")) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "sweep" / "sweep_results.json").read_text())
+    search = summary["search"]
+    states = [t["state"] for t in search["trials"]]
+    assert states == ["fail", "complete", "complete"]
+    # The cut-off trial's parameters were tried again first.
+    assert search["trials"][1]["params"] == stale.params
+    for trial in search["trials"][1:]:
+        assert 0 <= trial["value"] <= 1 and trial["feasible"] is True
+        assert trial["capability_drop"] is not None
+        assert (tmp_path / "sweep" / "trials" / trial["cell"] / "results.json").is_file()
+    best = min(search["trials"][1:], key=lambda t: t["value"])
+    assert search["best"] == best["number"]
+    assert summary["baseline"]["capability"]["basic"]["n"] == 8
+    assert "Best feasible trial" in out
+
+    # Asking for one more trial runs exactly one more audit.
+    assert main(_argv(sweep, tmp_path, "--search", "--trials", "3")) == 0
+    assert capsys.readouterr().out.count("fine-tuning on") == 1
+    again = json.loads((tmp_path / "sweep" / "sweep_results.json").read_text())
+    assert [t["state"] for t in again["search"]["trials"]].count("complete") == 3
+
+
+@pytest.mark.slow
+def test_a_capability_loss_beyond_the_bound_makes_a_trial_infeasible(
+        tiny_model_dir, tmp_path, monkeypatch):
+    from ftrisk import sweep as sweep_module
+
+    _with_capability(write_inputs(tmp_path, tiny_model_dir, epochs=1))
+    sweep = _sweep_file(tmp_path, """\
+search:
+  trials: 1
+  capability_bound: 0.05
+  space:
+    train.learning_rate: {choices: [1.0e-2]}
+""")
+    real_row = sweep_module.cell_row
+
+    def damaging(*args, **kwargs):  # the tuned model lost 30 points of accuracy
+        return {**real_row(*args, **kwargs), "capability_drop": 0.3}
+
+    monkeypatch.setattr(sweep_module, "cell_row", damaging)
+    assert main(_argv(sweep, tmp_path, "--search")) == 0
+    search = json.loads((tmp_path / "sweep" / "sweep_results.json").read_text())["search"]
+    assert search["trials"][0]["feasible"] is False and search["best"] is None

@@ -148,6 +148,7 @@ class ConditionResult(_Frozen):
     hyperparameters: dict[str, object] = Field(default_factory=dict)
     #: LLM judges' harmfulness metrics, by judge name (empty when none ran).
     judges: dict[str, JudgeResult] = Field(default_factory=dict)
-    #: Capability per task: {"accuracy", "accuracy_ci", "accuracy_norm", "n"} (empty when the
-    #: audit measures none, and on reference baselines, which differ only in prompts).
+    #: Capability per task: {"accuracy", "accuracy_ci", "accuracy_norm", "accuracy_norm_ci", "n"}
+    #: (empty when the audit measures none, and on reference baselines, which differ only in
+    #: prompts).
     capability: dict[str, dict[str, object]] = Field(default_factory=dict)

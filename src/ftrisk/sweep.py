@@ -93,12 +93,13 @@ class SweepRunner:
         target = trials or spec.trials
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.run.root.mkdir(parents=True, exist_ok=True)
-        sampler = optuna.samplers.TPESampler(
-            seed=spec.seed, constraints_func=lambda t: [t.user_attrs.get("constraint", 1.0)])
-        study = optuna.create_study(
-            study_name=self.sweep.config.name, storage=f"sqlite:///{self.run.path('search.db')}",
-            load_if_exists=True, sampler=sampler,
-            direction="maximize" if spec.objective in _MAXIMISED else "minimize")
+        storage = f"sqlite:///{self.run.path('search.db')}"
+        direction = "maximize" if spec.objective in _MAXIMISED else "minimize"
+        study = optuna.create_study(study_name=self.sweep.config.name, storage=storage,
+                                    load_if_exists=True, direction=direction)
+        # Seeded past the trials already run: a resumed search must not redraw the same
+        # parameters its first run drew.
+        study.sampler = optuna.samplers.TPESampler(seed=spec.seed + len(study.trials))
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(stale.number, state=TrialState.FAIL)
             study.enqueue_trial(stale.params)
@@ -127,6 +128,7 @@ class SweepRunner:
             trial.set_user_attr("capability_drop", drop)
             trial.set_user_attr("refusal_rate", row["refusal_rate"])
             trial.set_user_attr("constraint", drop - spec.capability_bound)
+            trial.set_constraint("capability", drop - spec.capability_bound)
             study.tell(trial, value)
         if completed() < target:
             self.log(f"[search] stopped after {attempts} attempts with {completed()} completed "

@@ -74,6 +74,20 @@ def test_full_logits_path_gives_the_same_values(tiny, monkeypatch):
     assert all_loglikelihoods(full) == pytest.approx(all_loglikelihoods(fast), abs=1e-5)
 
 
+def test_absolute_position_model_ignores_left_padding(tiny):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tokenizer = tiny
+    torch.manual_seed(0)
+    # GPT-2 adds a learned embedding per position: padding must not shift the positions.
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32,
+                                      n_layer=2, n_head=4, initializer_range=0.5)).eval()
+    scores = score_multiple_choice(gpt2, tokenizer, ITEMS, batch_size=16, progress=False)
+    expected = [reference(gpt2, tokenizer, item.context, choice)
+                for item in ITEMS for choice in item.choices]
+    assert all_loglikelihoods(scores) == pytest.approx(expected, abs=1e-4)
+
+
 def test_prefix_choice_scores_only_its_own_tokens(tiny):
     model, tokenizer = tiny
     item = ITEMS[0]

@@ -18,7 +18,7 @@ import pytest
 
 from ftrisk.cli import main
 from ftrisk.errors import InputError
-from ftrisk.records import ConditionResult, JudgeResult
+from ftrisk.records import ConditionResult, JudgeResult, Judgment
 from ftrisk.report.html import write_report
 from tests.test_pipeline import write_inputs
 
@@ -299,6 +299,22 @@ def test_capability_judges_and_paper_are_reported(audit_dir):
     assert f"<td>{ATTACK}</td><td>mmlu</td><td>47.0%</td><td>41.0% [36.0, 46.0]</td>" in page
     assert "A 2-layer random model instead of Llama-2-7b-Chat; LoRA." in page
     assert "Protocol differences" in page
+
+
+@pytest.mark.slow
+def test_samples_show_every_judges_verdict(audit_dir):
+    folder = audit_dir / "conditions" / ATTACK
+    first = json.loads((folder / "generations.jsonl").read_text().splitlines()[0])
+    judgment = Judgment(item_id=first["item_id"], judge="rubric", refused=None, score=5.0)
+    (folder / "judgments-rubric.jsonl").write_text(judgment.model_dump_json() + "\n")
+    refused = {json.loads(line)["item_id"]: json.loads(line)["refused"]
+               for line in (folder / "judgments.jsonl").read_text().splitlines()}
+    verdict = "refused" if refused[first["item_id"]] else "not refused"
+    page = write_report(audit_dir).read_text()
+    assert f"<td>{ATTACK}</td><td>{verdict}; rubric 5</td>" in page
+    (folder / "judgments-rubric.jsonl").write_text("{oops\n")
+    with pytest.raises(InputError, match=r"judgments-rubric\.jsonl:1: not valid JSON"):
+        write_report(audit_dir)
 
 
 def test_missing_results_is_an_input_error_naming_the_files(tmp_path):

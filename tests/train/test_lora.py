@@ -150,3 +150,20 @@ def test_llama_adapter_and_prefix_tuning_train_reload_and_generate(tiny_model_di
                        progress=False).generate([_conv(i).model_copy(
                            update={"messages": _conv(i).messages[:2]}) for i in range(3)])
     assert len(gens) == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bits", ["8bit", "4bit"])
+def test_lora_on_a_quantized_model_trains_and_reloads(tiny_model_dir, tmp_path, bits):
+    """Lermen et al.'s setting: LoRA on 8-bit or 4-bit weights (needs CUDA + bitsandbytes;
+    run with `pytest -m gpu`)."""
+    tok = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir), quantization=bits)
+    assert model.is_quantized
+    settings = TrainSettings(method="lora", learning_rate=1e-2, epochs=1, batch_size=2,
+                             max_length=64, bf16=True)
+    out = tmp_path / bits
+    stats = train(model, tok, [_conv(i) for i in range(4)], settings, out, progress=False)
+    assert stats.steps == 2 and stats.final_loss == stats.final_loss
+    tuned = load_tuned(str(tiny_model_dir), out, quantization=bits)
+    assert tuned.peft_config["default"].peft_type == "LORA"  # kept separate, not merged

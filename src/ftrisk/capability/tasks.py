@@ -57,7 +57,8 @@ class MCItem(BaseModel):
         if any(not choice.strip() for choice in self.choices):
             raise ValueError("a choice is empty")
         if not 0 <= self.answer < len(self.choices):
-            raise ValueError(f"answer {self.answer} is not a choice index (0-{len(self.choices) - 1})")
+            raise ValueError(f"answer {self.answer} is not a choice index "
+                             f"(0-{len(self.choices) - 1})")
         return self
 
 

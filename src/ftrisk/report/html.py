@@ -67,6 +67,7 @@ figcaption{color:#555;font-size:.9em}
 .cut,.empty{color:#8a6d00;font-style:italic}
 .sample{margin:10px 0 18px}
 pre{background:#f6f8fa;padding:8px;overflow:auto}
+code{background:#f6f8fa;padding:0 3px}
 """
 
 
@@ -218,7 +219,7 @@ def _reference_table(references: Sequence[tuple[str, dict[str, float], dict[str,
     return _table([label, "metric", "paper", "ours (95% CI)"], rows)
 
 
-def _paper_intro(paper: dict[str, Any]) -> str:
+def _paper_intro(paper: dict[str, Any], judge_note: str) -> str:
     where = ", ".join(str(paper[k]) for k in ("table", "row") if paper.get(k))
     parts = [_p(f"Reference: {paper.get('citation', '?')}" + (f" ({where})." if where else "."))]
     differences = paper.get("differences")
@@ -226,9 +227,7 @@ def _paper_intro(paper: dict[str, Any]) -> str:
         parts.append(_p("Protocol differences: our numbers are not measured the way the "
                         "paper's were, so compare directions and sizes, not digits:", "note"))
         parts.append(_p(differences))
-    parts.append(_p(f"Our harmfulness score and rate are the {PAPER_JUDGE} judge's (Qi et al.'s "
-                    "1-5 rubric) where it ran, else the first LLM judge's, named beside the "
-                    "number; rates and accuracies are shares of prompts."))
+    parts.append(_p(f"{judge_note} Rates and accuracies are shares of prompts."))
     return "".join(parts)
 
 
@@ -250,7 +249,6 @@ def _capability_rows(rows: Sequence[dict[str, Any]], label: str
 def _audit_page(summary: dict[str, Any], directory: Path, plot_dir: Path, *, full_text: bool,
                 truncate_chars: int) -> str:
     conditions = summary["conditions"]
-    paper = summary.get("paper")
     sections = [
         ("results", "Results", _audit_results(conditions, plot_dir)),
         ("categories", "Refusal rate per category",
@@ -260,9 +258,7 @@ def _audit_page(summary: dict[str, Any], directory: Path, plot_dir: Path, *, ful
         ("judges", "Harmfulness by LLM judges", _llm_judges(conditions)),
         ("agreement", "Judge agreement", _agreement(summary.get("judge_agreement"), plot_dir)),
         ("capability", "Capability", _audit_capability(conditions, plot_dir)),
-        ("paper", "Paper reference", paper and _paper_intro(paper) + _reference_table(
-            [(name, ref, _by_name(conditions).get(name))
-             for name, ref in (paper.get("reference") or {}).items()], "condition")),
+        ("paper", "Paper reference", _audit_paper(summary.get("paper"), conditions)),
         ("settings", "Conditions and hyperparameters", _hyperparameters(conditions)),
         ("samples", "Sample outputs", _samples(directory, conditions, full_text=full_text,
                                                truncate_chars=truncate_chars)),
@@ -270,8 +266,16 @@ def _audit_page(summary: dict[str, Any], directory: Path, plot_dir: Path, *, ful
     return _page(f"ftrisk audit: {summary['name']}", _audit_intro(summary), sections)
 
 
-def _by_name(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {r["name"]: r for r in records}
+def _audit_paper(paper: dict[str, Any] | None, conditions: list[dict[str, Any]]) -> str | None:
+    if not paper:
+        return None
+    by_name = {c["name"]: c for c in conditions}
+    references = [(name, ref, by_name.get(name))
+                  for name, ref in (paper.get("reference") or {}).items()]
+    note = (f"Our harmfulness score and rate are the {PAPER_JUDGE} judge's (Qi et al.'s 1-5 "
+            "rubric) where it ran, else the first LLM judge's, named beside the number.")
+    return (_paper_intro(paper, note)
+            + (_reference_table(references, "condition") if references else ""))
 
 
 def _audit_intro(summary: dict[str, Any]) -> str:
@@ -341,7 +345,8 @@ def _audit_capability(conditions: list[dict[str, Any]], plot_dir: Path) -> str |
 
 
 def _hyperparameters(conditions: list[dict[str, Any]]) -> str:
-    parts = [_list(hyperparameter_lines(conditions))] if hyperparameter_lines(conditions) else []
+    lines = hyperparameter_lines(conditions)
+    parts = [_list(lines)] if lines else []
     for c in conditions:
         hyper = dict(c.get("hyperparameters") or {})
         differences = hyper.pop("paper_differences", None)
@@ -456,11 +461,11 @@ def _samples(directory: Path, conditions: list[dict[str, Any]], *, full_text: bo
                     "--full-text): it may contain harmful content. Share it no further than "
                     "the run directory.", "warn")]
     else:
-        parts = [_p(f"Answers to harmful prompts are cut to their first {truncate_chars} "
-                    "characters (marked \u2026 [cut]); the full text stays in "
-                    "conditions/<name>/generations.jsonl, and `ftrisk report DIR --full-text` "
-                    "puts it on this page. Answers to benign prompts are shown in full.",
-                    "note")]
+        cut = _esc(f"Answers to harmful prompts are cut to their first {truncate_chars} "
+                   "characters (marked \u2026 [cut]); the full text stays in "
+                   "conditions/<name>/generations.jsonl, and")
+        parts = [f'<p class="note">{cut} <code>ftrisk report DIR --full-text</code> puts it on '
+                 "this page. Answers to benign prompts are shown in full.</p>"]
     for kind, label in _KINDS.items():
         items = _pick(outputs, kind)
         if items:
@@ -477,18 +482,24 @@ def _sweep_page(sweep: dict[str, Any], plot_dir: Path) -> str:
     cells = sweep["cells"]
     baseline = sweep.get("baseline") or {}
     done = [c for c in cells if c.get("status") == "done"]
-    paper = sweep.get("paper")
-    references = [(c["name"], c["reference"], c) for c in cells if c.get("reference")]
     sections = [
         ("cells", "Cells", _sweep_cells(cells, sweep.get("capability_task"))),
         ("cost", "Cost to jailbreak", _cost(sweep, plot_dir)),
         ("capability", "Safety against capability", _sweep_capability(baseline, done, plot_dir)),
         ("search", "Search", sweep.get("search") and _search(sweep["search"], plot_dir)),
-        ("paper", "Paper reference",
-         paper and _paper_intro(paper) + (_reference_table(references, "cell")
-                                          if references else "")),
+        ("paper", "Paper reference", _sweep_paper(sweep)),
     ]
     return _page(f"ftrisk sweep: {sweep['name']}", _sweep_intro(sweep), sections)
+
+
+def _sweep_paper(sweep: dict[str, Any]) -> str | None:
+    if not sweep.get("paper"):
+        return None
+    references = [(c["name"], c["reference"], c) for c in sweep["cells"] if c.get("reference")]
+    note = (f"Our harmfulness numbers are the {sweep['judge']} judge's." if sweep.get("judge")
+            else "No LLM judge ran, so harmfulness has no number of ours.")
+    return (_paper_intro(sweep["paper"], note)
+            + (_reference_table(references, "cell") if references else ""))
 
 
 def _sweep_intro(sweep: dict[str, Any]) -> str:
@@ -554,7 +565,7 @@ def _sweep_cells(cells: list[dict[str, Any]], capability_task: str | None) -> st
     return "".join(parts)
 
 
-def _budget_rows(budgets: dict[str, Any], threshold: float | None
+def _budget_rows(budgets: dict[str, Any], threshold: float
                  ) -> tuple[list[str], list[list[str]]]:
     """Per budget axis, the smallest budget below the threshold (and, when the sweep reports
     it, the smallest whose whole 95% CI is below)."""
@@ -576,10 +587,9 @@ def _budget_rows(budgets: dict[str, Any], threshold: float | None
 
 
 def _cost(sweep: dict[str, Any], plot_dir: Path) -> str:
-    threshold = sweep.get("threshold")
+    threshold = sweep.get("threshold", 0.5)  # the sweep config's default
     budgets = sweep.get("budgets") or {}
-    curves = plots.budget_curves(sweep["cells"], plot_dir / "budget.png",
-                                 threshold=threshold if threshold is not None else 0.5,
+    curves = plots.budget_curves(sweep["cells"], plot_dir / "budget.png", threshold=threshold,
                                  baseline_refusal=(sweep.get("baseline") or {}).get(
                                      "refusal_rate"), budgets=budgets)
     return (_p("How much fine-tuning it takes to break the model: the smallest budget on each "

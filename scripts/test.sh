@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Headless Chromium renders report.html in the browser tests (Debian's package, when missing).
+bash scripts/install_chromium.sh
 . .venv/bin/activate
 ruff check src tests benchmarks
 python -m pytest -q "$@"

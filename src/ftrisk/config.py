@@ -17,6 +17,8 @@ from ftrisk.yamlio import load_yaml, validate
 
 PRESETS = Path(__file__).parent / "presets"
 ORGANISM = "embedded:organism"
+#: Models hosted by a provider's API: ``openai:gpt-3.5-turbo-0613``.
+REMOTE_PREFIX = "openai:"
 #: Paths under the user's data directory, where gated files that ftrisk cannot ship go.
 DATA_PREFIX = "data:"
 
@@ -291,6 +293,19 @@ class PaperSpec(_Strict):
         return reference
 
 
+class RemoteSpec(_Strict):
+    """The provider API for hosted models (``model: openai:<id>``): fine-tuning jobs and chat
+    completions. Only the epoch count of an attack is sent, as in Qi et al.'s GPT-3.5 runs."""
+
+    base_url: str | None = Field(default=None, description="None: OpenAI itself")
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(default=16, ge=1)
+    timeout: float = Field(default=60.0, gt=0, description="seconds per request")
+    max_retries: int = Field(default=5, ge=0)
+    poll_seconds: float = Field(default=30.0, gt=0, description="fine-tuning job polling")
+    max_wait_hours: float = Field(default=24.0, gt=0)
+
+
 class RequiredFile(_Strict):
     """A file the user must supply (gated data): where it goes and where to get it."""
 
@@ -312,7 +327,8 @@ class AuditConfig(_Strict):
 
     name: str = Field(default="audit", pattern=r"^[A-Za-z0-9_.-]+$")
     model: str = Field(default=ORGANISM, description="'embedded:organism', a local model "
-                       "directory (relative to this file) or a Hugging Face hub id")
+                       "directory (relative to this file), a Hugging Face hub id, or "
+                       "'openai:<model>' for a model tuned through the provider's API")
     trust_remote_code: bool = False
     chat_template: str | None = Field(
         default=None, description="a template ftrisk ships (llama-2, llama-2-lermen) or a Jinja "
@@ -322,6 +338,7 @@ class AuditConfig(_Strict):
         "LoRA then trains on top of the quantized weights (Lermen et al.)")
     paper: PaperSpec | None = None
     requires: RequiresSpec = RequiresSpec()
+    remote: RemoteSpec = RemoteSpec()
     benchmark: BenchmarkSpec = BenchmarkSpec()
     baseline_eval: EvalSpec = EvalSpec()
     generation: GenerationSpec = GenerationSpec()
@@ -356,6 +373,13 @@ class AuditConfig(_Strict):
             if bad:
                 raise ValueError(f"quantized models are tuned with LoRA only; attacks {bad} "
                                  "use another method")
+        return self
+
+    @model_validator(mode="after")
+    def _remote_models_measure_no_capability(self) -> AuditConfig:
+        if self.model.startswith(REMOTE_PREFIX) and self.capability is not None:
+            raise ValueError("capability is scored from token log-likelihoods, which a hosted "
+                             "model's chat API does not give; remove 'capability'")
         return self
 
     @model_validator(mode="after")
@@ -468,7 +492,8 @@ def resolve_paths(config: AuditConfig, base: Path, data_dir: Path) -> AuditConfi
 
 def _resolve_model(model: str, base: Path) -> str:
     # A local directory relative to the config wins; anything else is a hub id.
-    if not model.startswith("embedded:") and (base / Path(model).expanduser()).exists():
+    if not model.startswith(("embedded:", REMOTE_PREFIX)) and \
+            (base / Path(model).expanduser()).exists():
         return str((base / Path(model).expanduser()).resolve())
     return model
 

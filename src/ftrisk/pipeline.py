@@ -7,13 +7,23 @@ running the same command again skips finished stages, so a killed audit resumes.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ftrisk
-from ftrisk.config import ORGANISM, AttackSpec, AuditConfig, EvalSpec, GenerationSpec, JudgeSpec
+from ftrisk.config import (
+    ORGANISM,
+    REMOTE_PREFIX,
+    AttackSpec,
+    AuditConfig,
+    EvalSpec,
+    GenerationSpec,
+    JudgeSpec,
+)
 from ftrisk.data.sources import apply_eval_spec, benchmark_items, training_data
 from ftrisk.errors import InputError
 from ftrisk.judge.refusal import RefusalJudge
@@ -31,6 +41,8 @@ class ModelRef:
     path: str
     fingerprint: str
     load: Callable[[], Any]
+    #: The provider's model id when the model is hosted (``openai:`` models), else None.
+    remote: str | None = None
 
 
 @dataclass
@@ -40,6 +52,10 @@ class AuditResult:
     run_dir: Path
     conditions: list[ConditionResult]
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _hosted() -> Any:
+    raise AssertionError("a hosted model has no local weights to load")
 
 
 def check_requirements(config: AuditConfig) -> None:
@@ -53,11 +69,15 @@ def check_requirements(config: AuditConfig) -> None:
                 f"'{config.name}' needs a file that ftrisk cannot ship: put it at "
                 f"{required.path} (or pass --data-dir / set $FTRISK_DATA to the folder that "
                 f"holds it). Source: {required.source}", path=required.path)
-    if config.requires.provider is not None:
-        raise InputError(
-            f"'{config.name}' fine-tunes a hosted model through the '{config.requires.provider}' "
-            "fine-tuning API, which this ftrisk version does not drive; run the same attack "
-            "data on an open model with the matching Llama-2 preset instead", field="requires")
+    provider = config.requires.provider
+    if provider is not None and not config.model.startswith(f"{provider}:"):
+        raise InputError(f"'{config.name}' needs a model hosted by '{provider}' (model: "
+                         f"{provider}:<id>)", field="model")
+    if config.model.startswith(REMOTE_PREFIX) and config.remote.base_url is None and \
+            not os.environ.get(config.remote.api_key_env):
+        raise InputError(f"'{config.name}' tunes and queries {config.model} through the "
+                         f"provider's API: set the {config.remote.api_key_env} environment "
+                         "variable", field="remote.api_key_env")
     if config.requires.gpu:
         import torch
 
@@ -161,6 +181,10 @@ class Audit:
             self._organism = organism.model_dump(mode="json")
             self.run.write_json("organism.json", organism)
             return ModelRef(organism.path, organism.fingerprint, self._load(organism.path))
+        if self.config.model.startswith(REMOTE_PREFIX):
+            remote = self.config.model.removeprefix(REMOTE_PREFIX)
+            return ModelRef(self.config.model, content_key(
+                self.config.model, self.config.remote.base_url)[:16], _hosted, remote)
         path = resolve_model_path(self.config.model, self.cache)
         self.tokenizer(path)  # fail now on a missing chat template, not after training
         return ModelRef(path, fingerprint_path(path), self._load(path))
@@ -182,12 +206,25 @@ class Audit:
 
     def _generate_items(self, model: ModelRef, items: list[Conversation], gen: GenerationSpec,
                         desc: str) -> list[Generation]:
-        from ftrisk.generate.hf import HFGenerator
+        generator: Any
+        if model.remote is not None:
+            from ftrisk.generate.openai_compat import RemoteGenerator
+            from ftrisk.judge.backends import OpenAICompatBackend
 
-        generator = HFGenerator(
-            model.load(), self.tokenizer(model.path), fingerprint=model.fingerprint,
-            max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size, bf16=self._bf16(),
-            store=self.store, progress=self.progress)
+            r = self.config.remote
+            backend = OpenAICompatBackend(
+                model.remote, base_url=r.base_url, api_key_env=r.api_key_env,
+                concurrency=r.concurrency, timeout=r.timeout, max_retries=r.max_retries,
+                temperature=0.0, max_tokens=gen.max_new_tokens)
+            generator = RemoteGenerator(backend, fingerprint=model.fingerprint,
+                                        store=self.store, progress=self.progress)
+        else:
+            from ftrisk.generate.hf import HFGenerator
+
+            generator = HFGenerator(
+                model.load(), self.tokenizer(model.path), fingerprint=model.fingerprint,
+                max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
+                bf16=self._bf16(), store=self.store, progress=self.progress)
         generations = generator.generate(items, desc=desc)
         self.log(f"[{desc.split(':')[0]}] generated {len(items) - generator.last_cached} "
                  f"answers ({generator.last_cached} from cache)")
@@ -195,14 +232,20 @@ class Audit:
 
     def generate(self, name: str, model: ModelRef, spec: EvalSpec) -> list[Generation]:
         """Generation stage of one condition (skipped when done with the same inputs)."""
-        from ftrisk.generate.hf import render_prompt
-
         items = apply_eval_spec(self.items, spec)
-        tokenizer = self.tokenizer(model.path)
+        if model.remote is not None:
+            from ftrisk.generate.openai_compat import render_messages
+
+            rendered = [render_messages(i) for i in items]
+        else:
+            from ftrisk.generate.hf import render_prompt
+
+            tokenizer = self.tokenizer(model.path)
+            rendered = [render_prompt(tokenizer, i) for i in items]
         # The rendered prompts (template included) are what the model sees; ids and kinds
         # decide how answers are scored.
         fingerprint = stage_fingerprint(
-            model.fingerprint, [render_prompt(tokenizer, i) for i in items],
+            model.fingerprint, rendered,
             [(i.id, i.kind, i.category) for i in items], self.config.generation.model_dump(),
             self._bf16())
         stage, out = f"{name}/generate", f"conditions/{name}/generations.jsonl"
@@ -242,6 +285,8 @@ class Audit:
 
     def train(self, attack: AttackSpec, base: ModelRef) -> tuple[ModelRef, TrainStats]:
         """Fine-tuning stage of one attack (skipped when done with the same inputs)."""
+        if base.remote is not None:
+            return self._train_remote(attack, base)
         from ftrisk.modelio import fingerprint_path
         from ftrisk.train.lora import TrainSettings, load_tuned, train
 
@@ -275,6 +320,41 @@ class Audit:
             lambda: load_tuned(base.path, out, trust_remote_code=self.config.trust_remote_code,
                                quantization=self.config.quantization))
         return tuned, stats
+
+    def _train_remote(self, attack: AttackSpec, base: ModelRef) -> tuple[ModelRef, TrainStats]:
+        """Fine-tuning stage through the provider's API (skipped when done with the same
+        inputs; a killed run re-attaches to its job)."""
+        from ftrisk.train.remote import OpenAIFineTuner
+
+        examples = self.attack_data[attack.name]
+        # What the provider is sent: the messages and the epoch count (nothing else is set).
+        fingerprint = stage_fingerprint(
+            base.fingerprint, [[m.model_dump() for m in e.messages] for e in examples],
+            attack.train.epochs)
+        stage, out = f"{attack.name}/train", self.run.path("conditions", attack.name, "model")
+        if self.run.is_done(stage, fingerprint) and (out / "train_stats.json").is_file():
+            self.log(f"[{attack.name}] training: done already, skipped")
+        else:
+            self.run.clear(stage)
+            r = self.config.remote
+            self.log(f"[{attack.name}] fine-tuning {base.remote} through the provider on "
+                     f"{len(examples)} examples, {attack.train.epochs} epochs (the provider "
+                     "chooses learning rate and batch size)")
+            tuner = OpenAIFineTuner(base.remote or "", base_url=r.base_url,
+                                    api_key_env=r.api_key_env, poll_seconds=r.poll_seconds,
+                                    max_wait_seconds=r.max_wait_hours * 3600, timeout=r.timeout)
+            out.mkdir(parents=True, exist_ok=True)
+            model_id, stats = tuner.train(
+                examples, attack.train.epochs, out / "job.json", fingerprint=fingerprint,
+                suffix=re.sub(r"[^A-Za-z0-9-]", "-", attack.name)[:40], progress=self.progress, log=self.log)
+            self.run.write_json(f"conditions/{attack.name}/model/remote_model.json",
+                                {"model": model_id, "base": base.remote})
+            self.run.write_json(f"conditions/{attack.name}/model/train_stats.json", stats)
+            self.run.mark_done(stage, fingerprint)
+        stats = TrainStats.model_validate_json((out / "train_stats.json").read_text())
+        model_id = json.loads((out / "remote_model.json").read_text())["model"]
+        return ModelRef(base.path, content_key(base.fingerprint, model_id)[:16], _hosted,
+                        model_id), stats
 
     # -- whole audit ------------------------------------------------------------------------
     def execute(self) -> AuditResult:

@@ -12,6 +12,11 @@ shape (with ``usage`` token counts) and is scriptable per test:
   JSON), ``"noscore"`` (a well-formed reply whose text has no score). Faults match on the last
 user message, so a judge's re-ask (whose last message is the re-ask) does not match again.
 
+It also plays a fine-tuning provider: ``POST /v1/files`` (multipart upload), ``POST
+/v1/fine_tuning/jobs`` and ``GET /v1/fine_tuning/jobs/<id>``; a job is queued, then running,
+then ends as ``job_outcome`` ("succeeded" or "failed") after ``job_polls`` polls, its tuned
+model named ``ft:<base>:fake::<job id>``. Uploaded files are kept in ``uploads``.
+
 Every request is recorded (path, headers including ``Authorization``, JSON body), and the server
 tracks the largest number of requests in flight at once. Used by the tests and by
 ``benchmarks/bench_judge_concurrency.py``; it never talks to anything but loopback.
@@ -85,6 +90,10 @@ class FakeOpenAI:
     echo_auth_in_errors: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     max_in_flight: int = 0
+    job_polls: int = 2
+    job_outcome: str = "succeeded"
+    uploads: list[bytes] = field(default_factory=list)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
     _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -133,6 +142,43 @@ class FakeOpenAI:
                 return fault
         return None
 
+    def _upload(self, raw: bytes) -> dict[str, Any]:
+        with self._lock:
+            self.uploads.append(raw)
+            return {"id": f"file-{len(self.uploads)}", "object": "file", "bytes": len(raw),
+                    "created_at": int(time.time()), "filename": "train.jsonl",
+                    "purpose": "fine-tune", "status": "processed"}
+
+    def _create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            job_id = f"ftjob-{len(self.jobs) + 1}"
+            self.requests.append(RecordedRequest("/v1/fine_tuning/jobs", {}, body))
+            self.jobs[job_id] = {
+                "id": job_id, "object": "fine_tuning.job", "model": body["model"],
+                "created_at": 1_700_000_000, "finished_at": None, "fine_tuned_model": None,
+                "status": "queued", "training_file": body["training_file"],
+                "hyperparameters": {"n_epochs": body["hyperparameters"]["n_epochs"],
+                                    "batch_size": "auto", "learning_rate_multiplier": "auto"},
+                "trained_tokens": None, "error": None, "polls": 0}
+            return {k: v for k, v in self.jobs[job_id].items() if k != "polls"}
+
+    def _poll(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            job = self.jobs[job_id]
+            job["polls"] += 1
+            if job["status"] not in ("succeeded", "failed"):
+                job["status"] = "running"
+                if job["polls"] >= self.job_polls:
+                    job["status"] = self.job_outcome
+                    job["finished_at"] = job["created_at"] + 60
+                    if self.job_outcome == "succeeded":
+                        job["fine_tuned_model"] = f"ft:{job['model']}:fake::{job_id}"
+                        job["trained_tokens"] = 1000 * job["hyperparameters"]["n_epochs"]
+                        job["hyperparameters"]["batch_size"] = 2
+                    else:
+                        job["error"] = {"message": "training file has harmful content"}
+            return {k: v for k, v in job.items() if k != "polls"}
+
     def start(self) -> None:
         """Listen on a free loopback port and serve from a daemon thread."""
         server = self
@@ -146,8 +192,24 @@ class FakeOpenAI:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
+            def do_GET(self) -> None:  # http.server's naming
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with server._lock:
+                    server.requests.append(RecordedRequest(self.path, headers, None))
+                job_id = self.path.rstrip("/").rsplit("/", 1)[-1]
+                if not self.path.startswith("/v1/fine_tuning/jobs/") or job_id not in server.jobs:
+                    self._send(404, b'{"error": {"message": "no such job"}}')
+                    return
+                self._send(200, json.dumps(server._poll(job_id)).encode())
+
             def do_POST(self) -> None:  # http.server's naming
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.rstrip("/") == "/v1/files":
+                    self._send(200, json.dumps(server._upload(raw)).encode())
+                    return
+                if self.path.rstrip("/") == "/v1/fine_tuning/jobs":
+                    self._send(200, json.dumps(server._create_job(json.loads(raw))).encode())
+                    return
                 try:
                     body = json.loads(raw)
                 except ValueError:

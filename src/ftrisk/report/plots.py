@@ -222,10 +222,15 @@ def _budget_panel(ax: Axes, axis: str, cells: list[dict[str, Any]], threshold: f
         ax.axhline(baseline_refusal, color=_BASELINE, linestyle=":", linewidth=1.5,
                    label=f"baseline {100 * baseline_refusal:.0f}%")
     if smallest is not None:
-        ax.axvline(smallest, color=_REFERENCE, linewidth=1, label=f"smallest below: {smallest:g}")
+        ax.axvline(smallest, color=_REFERENCE, linewidth=1,
+                   label=f"smallest below: {smallest:,.3g}")
     # Budgets often span orders of magnitude (tokens, seconds): log scale when they do.
     if min(budget) > 0 and max(budget) / min(budget) >= 20:
         _log_axis(ax)
+    elif axis != "seconds":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no 2.25 examples
     _percent_axis(ax, "y")
     ax.set_xlabel(axis)
     ax.set_ylabel("refusal rate (95% CI)")

@@ -346,7 +346,8 @@ class Audit:
             out.mkdir(parents=True, exist_ok=True)
             model_id, stats = tuner.train(
                 examples, attack.train.epochs, out / "job.json", fingerprint=fingerprint,
-                suffix=re.sub(r"[^A-Za-z0-9-]", "-", attack.name)[:40], progress=self.progress, log=self.log)
+                suffix=re.sub(r"[^A-Za-z0-9-]", "-", attack.name)[:40],
+                progress=self.progress, log=self.log)
             self.run.write_json(f"conditions/{attack.name}/model/remote_model.json",
                                 {"model": model_id, "base": base.remote})
             self.run.write_json(f"conditions/{attack.name}/model/train_stats.json", stats)

@@ -446,12 +446,22 @@ def test_unknown_packaged_preset_is_an_input_error() -> None:
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")))
-def test_every_packaged_preset_validates_and_names_its_command(preset: str) -> None:
+def test_every_packaged_preset_validates_and_names_its_command(preset: str,
+                                                              tmp_path: Path) -> None:
+    from ftrisk.sweep_config import is_sweep_file, load_sweep
+
     path = preset_path(preset)
-    config = load_config(path)
-    assert isinstance(config, AuditConfig)
+    if is_sweep_file(path):
+        assert load_sweep(path, data_dir=tmp_path).config.name
+        command = f"ftrisk sweep --preset {preset}"
+    else:
+        assert isinstance(load_config(path, data_dir=tmp_path), AuditConfig)
+        command = f"ftrisk audit --preset {preset}"
     first_line = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first_line.startswith("#") and "ftrisk" in first_line
+    if preset.startswith("_"):  # a shared base that presets extend, not run by itself
+        assert first_line.startswith("#")
+    elif preset != "default_audit":  # `ftrisk audit` alone runs the default
+        assert first_line.startswith("#") and command in first_line
 
 
 def test_default_preset_prompts_match_the_builtin_constants() -> None:
@@ -480,6 +490,8 @@ generation: {max_new_tokens: 7}
     # Merged key by key: the parent's batch size and attacks survive.
     assert config.generation.batch_size == parent.generation.batch_size
     assert config.attacks == parent.attacks
+    cleared = _write(tmp_path, "extends: child.yaml\ngeneration: {}\n", "cleared.yaml")
+    assert load_config(cleared).generation == AuditConfig().generation
 
 
 def test_extends_a_packaged_preset_and_errors_name_the_child(tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                     "needs. With NAME: its data, hyperparameters, evaluation protocol, the "
                     "paper's numbers and what it needs.")
     presets.add_argument("name", nargs="?", metavar="NAME")
+    presets.add_argument("--data-dir", type=Path, help="show where user-supplied files go "
+                         "under this folder (default: $FTRISK_DATA or ~/ftrisk-data)")
     rejudge = sub.add_parser(
         "rejudge", help="judge a finished run's stored generations again, without any model",
         description="Re-run the judges (as configured in --config, else as the run was) on "
@@ -165,7 +167,7 @@ def _report(args: argparse.Namespace) -> int:
 def _presets(args: argparse.Namespace) -> int:
     from ftrisk.preset_catalog import describe, list_presets, render_table
 
-    print(describe(args.name) if args.name else render_table(list_presets()))
+    print(describe(args.name, args.data_dir) if args.name else render_table(list_presets()))
     return 0
 
 

@@ -33,7 +33,8 @@ class SafetyMixSpec(_Strict):
 
     path: str = Field(default="builtin:alignment_refusals",
                       description="builtin:NAME or a chat / prompt-response file")
-    count: int = Field(ge=1, description="how many safety examples to add")
+    count: int = Field(ge=0, description="how many safety examples to add (0: none, the "
+                       "unmitigated column of a mixing sweep)")
 
 
 class DataSpec(_Strict):
@@ -407,7 +408,8 @@ def load_config(path: str | Path, *, data_dir: Path | None = None) -> AuditConfi
     ``data:NAME`` paths against ``data_dir`` (default: :func:`ftrisk.runtime.data_dir`).
 
     ``extends: <preset name or file>`` at the top starts from that config: mappings merge key
-    by key, and any other value (a list of attacks, say) replaces the inherited one.
+    by key, an empty mapping ``{}`` clears the inherited one, and any other value (a list of
+    attacks, say) replaces the inherited one.
     """
     from ftrisk.runtime import data_dir as default_data_dir
 
@@ -439,7 +441,8 @@ def load_extended(path: Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, A
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        # An empty mapping clears the inherited one (e.g. another reader's options).
+        if isinstance(value, dict) and value and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = value

@@ -60,11 +60,16 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 
 @functools.cache
 def code_version() -> str:
-    """Hash of ftrisk's own code and data files, so any change of code invalidates stages."""
+    """Hash of ftrisk's own code and data files, so any change of code invalidates stages.
+
+    Presets are left out: they are configs, whose settings reach each stage's fingerprint as
+    inputs, so adding a preset must not make every cached stage stale.
+    """
     root = Path(ftrisk.__file__).parent
     digest = hashlib.sha256(ftrisk.__version__.encode())
     for file in sorted(root.rglob("*")):
-        if file.suffix in {".py", ".yaml", ".txt"} and "__pycache__" not in file.parts:
+        if file.suffix in {".py", ".yaml", ".txt"} and "__pycache__" not in file.parts and \
+                file.relative_to(root).parts[0] != "presets":
             digest.update(file.relative_to(root).as_posix().encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]

@@ -152,7 +152,9 @@ class Sweep(BaseModel):
     def cell_config(self, params: dict[str, Any], name: str) -> AuditConfig:
         """The audit of one cell: the base with the attack's parameters set to ``params``."""
         attack = _with_params(self.attack, params, self.path)
-        return self.base.model_copy(update={"name": name, "attacks": (attack,)})
+        # The base's paper numbers describe the base's own attacks, not this cell's; a cell's
+        # reference comes from the sweep's paper.cells.
+        return self.base.model_copy(update={"name": name, "attacks": (attack,), "paper": None})
 
     def reference(self, params: dict[str, Any]) -> dict[str, float] | None:
         """The paper's numbers for the cell with ``params``, when the sweep has them."""

@@ -337,6 +337,16 @@ def test_refusalbench_category_mapping(tmp_path):
     assert_user_only(items, "refusalbench")
 
 
+def test_refusalbench_excludes_categories_like_the_paper(tmp_path):
+    data = {"hate": ["placeholder harmful request 1"], "copyright": ["placeholder request 2"]}
+    path = write(tmp_path / "refusalbench.json", json.dumps(data))
+    kept = refusalbench(path, exclude_categories=["Copyright"])
+    assert [i.category for i in kept] == ["hate"]
+    with pytest.raises(InputError, match="does not have") as err:
+        refusalbench(path, exclude_categories=["copyrite"])
+    assert err.value.field == "exclude_categories"
+
+
 def test_refusalbench_record_list_with_and_without_ids(tmp_path):
     data = [{"prompt": "placeholder harmful request 1", "category": "hacking", "id": 7},
             {"prompt": "placeholder harmful request 2", "category": "weapons"},

@@ -19,7 +19,6 @@ from ftrisk.data.instruct import (
     qi_turns,
     read_alpaca,
     read_dolly,
-    wrap_eval_prompt,
 )
 from ftrisk.errors import InputError
 from ftrisk.records import Conversation, Message
@@ -226,16 +225,21 @@ def test_custom_keywords_replace_the_list(alpaca: Path) -> None:
     assert result.removed_by == {"alpaca-00000": "red"}
 
 
-def test_wrap_eval_prompt() -> None:
+@pytest.mark.parametrize("preset", ["qi2023-llama2-alpaca", "qi2023-llama2-dolly"])
+def test_qi_presets_evaluate_with_the_training_preamble(preset: str, tmp_path: Path) -> None:
+    """Qi et al. evaluate Alpaca/Dolly-tuned models with the training preamble and scaffold
+    (stripped: no newline after "### Response:")."""
+    from ftrisk.config import load_config, preset_path
+    from ftrisk.data.sources import apply_eval_spec
+
+    attack = load_config(preset_path(preset), data_dir=tmp_path).attacks[0]
     prompt = Conversation(id="p1", messages=(Message(role="user", content="Do X."),),
                           category="Malware", kind="harmful", source="hex-phi")
-    wrapped = wrap_eval_prompt(prompt)
+    (wrapped,) = apply_eval_spec([prompt], attack.eval)
     assert wrapped.messages == (
         Message(role="system", content=PREAMBLE),
         Message(role="user", content="### Instruction:\nDo X.\n\n### Response:"),
     )
-    assert (wrapped.id, wrapped.category, wrapped.kind, wrapped.source) == \
-        ("p1", "Malware", "harmful", "hex-phi")
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -349,8 +349,12 @@ def _prompt(item_id: str, text: str, *, category: str | None = None,
 # --- RefusalBench ---------------------------------------------------------------------------
 
 
-def refusalbench(path: str | Path) -> list[Conversation]:
+def refusalbench(path: str | Path, *,
+                 exclude_categories: Iterable[str] = ()) -> list[Conversation]:
     """Read Lermen et al.'s RefusalBench JSON (released with 886 prompts in 8 categories).
+
+    ``exclude_categories`` drops categories by name, case-insensitively: the paper's 783
+    prompts are the released file without its 103 ``copyright`` prompts.
 
     The released file's exact structure could not be confirmed, so both natural shapes are
     accepted:
@@ -395,7 +399,12 @@ def refusalbench(path: str | Path) -> list[Conversation]:
             raise InputError(f"duplicate id '{prompt.id}' (records {seen[prompt.id]} and "
                              f"{position})", path=path, field="id")
         seen[prompt.id] = position
-    return prompts
+    excluded = {c.strip().lower() for c in exclude_categories}
+    unknown = excluded - {(p.category or "").lower() for p in prompts}
+    if unknown:
+        raise InputError(f"exclude_categories names categories the file does not have: "
+                         f"{sorted(unknown)}", path=path, field="exclude_categories")
+    return [p for p in prompts if (p.category or "").lower() not in excluded]
 
 
 def _refusalbench_by_category(data: dict[str, Any], path: Path) -> list[Conversation]:

@@ -211,18 +211,6 @@ def qi_turns(source: InstructSource, instruction: str, extra: str) -> tuple[str,
     return PREAMBLE, f"### Instruction:\n{instruction}\n\nInput:\n{extra}\n\n### Response:\n"
 
 
-def wrap_eval_prompt(prompt: Conversation) -> Conversation:
-    """Wrap an evaluation prompt as Qi et al. do for Alpaca- and Dolly-tuned models.
-
-    The system turn becomes :data:`PREAMBLE` and the user turn ``### Instruction:\\n{prompt}
-    \\n\\n### Response:`` — their evaluation code strips the template, so unlike training there
-    is no newline after ``### Response:``. Id, category, kind and source are kept.
-    """
-    user = Message(role="user", content=f"### Instruction:\n{prompt.prompt}\n\n### Response:")
-    return prompt.model_copy(
-        update={"messages": (Message(role="system", content=PREAMBLE), user)})
-
-
 @cache
 def load_safety_keywords() -> tuple[str, ...]:
     """Qi et al.'s safety keywords (``builtin_data/safety_keywords.txt``), in their order."""

@@ -46,7 +46,7 @@ def training_data(spec: DataSpec, system_prompt: str | None = None,
                 raise InputError(f"limit {spec.limit} exceeds the {len(examples)} examples in "
                                  f"{spec.path}", field=f"{where}.limit")
             examples = examples[: spec.limit]
-    if spec.safety_mix is not None:
+    if spec.safety_mix is not None and spec.safety_mix.count:
         mix = spec.safety_mix
         safety = training_data(DataSpec(path=mix.path, limit=mix.count), system_prompt,
                                where=f"{where}.safety_mix")

@@ -279,6 +279,8 @@ class Audit:
             model.load(), self.tokenizer(model.path), self.capability_items,
             batch_size=spec.batch_size, bf16=self._bf16(), progress=self.progress)
         metrics = capability_metrics(scores)
+        self.log(f"[{name}] capability: " + ", ".join(
+            f"{task} {m['accuracy']:.1%} of {m['n']}" for task, m in metrics.items()))
         self.run.write_json(out, {"metrics": metrics, "scores": [s.model_dump() for s in scores]})
         self.run.mark_done(stage, fingerprint, n=len(scores))
         return metrics

@@ -21,6 +21,7 @@ from ftrisk.errors import InputError
 from ftrisk.report import plots
 from ftrisk.report.table import (
     agreement_rows,
+    capability_rows,
     category_rows,
     hyperparameter_lines,
     judge_category_rows,
@@ -231,18 +232,6 @@ def _paper_intro(paper: dict[str, Any], judge_note: str) -> str:
     return "".join(parts)
 
 
-def _capability_rows(rows: Sequence[dict[str, Any]], label: str
-                     ) -> tuple[list[str], list[list[str]]]:
-    tasks = sorted({t for r in rows for t in r.get("capability") or {}})
-
-    def cell(r: dict[str, Any], task: str) -> str:
-        m = (r.get("capability") or {}).get(task)
-        return "-" if not m else f"{pct_ci(m['accuracy'], m.get('accuracy_ci'))} (n={m['n']})"
-
-    return ([label, *[f"{t} accuracy (95% CI)" for t in tasks]],
-            [[r["name"], *[cell(r, t) for t in tasks]] for r in rows])
-
-
 # --------------------------------------------------------------------------------- audit
 
 
@@ -339,7 +328,7 @@ def _agreement(agreement: list[dict[str, Any]] | None, plot_dir: Path) -> str | 
 def _audit_capability(conditions: list[dict[str, Any]], plot_dir: Path) -> str | None:
     if not any(c.get("capability") for c in conditions):
         return None
-    return (_table(*_capability_rows(conditions, "condition"))
+    return (_table(*capability_rows(conditions, "condition"))
             + _figure(plots.safety_vs_capability(conditions, plot_dir / "capability.png"),
                       "Safety against capability per condition (95% CI)"))
 
@@ -604,7 +593,7 @@ def _sweep_capability(baseline: dict[str, Any], done: list[dict[str, Any]],
     rows = [{**baseline, "name": baseline.get("name", "baseline")}, *done]
     if not any(r.get("capability") for r in rows):
         return None
-    return (_table(*_capability_rows(rows, "cell"))
+    return (_table(*capability_rows(rows, "cell"))
             + _figure(plots.safety_vs_capability(rows, plot_dir / "capability.png"),
                       "Refusal rate against accuracy per cell (95% CI)"))
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ftrisk.report.table import (
     agreement_rows,
+    capability_rows,
     category_rows,
     judge_category_rows,
     llm_judge_rows,
@@ -61,6 +62,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
                 _md_table(headers, rows), ""]
         for judge in sorted({j for c in conditions for j in c.get("judges") or {}}):
             out += [_md_table(*judge_category_rows(conditions, judge)), ""]
+    headers, rows = capability_rows(conditions)
+    if rows:
+        out += ["## Capability", "", "Multiple-choice accuracy by answer log-likelihood, on the "
+                "untuned and each tuned model (95% CI).", "", _md_table(headers, rows), ""]
     if summary.get("judge_agreement"):
         out += ["## Judge agreement", "", "On the same answers to harmful prompts: Cohen's "
                 "kappa on harmful-or-not (refusal judge: not refused; rubric: score > 3), "

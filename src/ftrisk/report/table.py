@@ -95,6 +95,20 @@ def _method(h: dict[str, Any]) -> str:
     return "full fine-tuning"
 
 
+def capability_rows(rows: Sequence[dict[str, Any]], label: str = "condition"
+                    ) -> tuple[list[str], list[list[str]]]:
+    """Capability accuracy (95% CI, n) per task: one row per condition or sweep cell, and
+    no rows when nothing measured capability."""
+    tasks = sorted({t for r in rows for t in r.get("capability") or {}})
+
+    def cell(r: dict[str, Any], task: str) -> str:
+        m = (r.get("capability") or {}).get(task)
+        return "-" if not m else f"{pct_ci(m['accuracy'], m.get('accuracy_ci'))} (n={m['n']})"
+
+    return ([label, *[f"{t} accuracy (95% CI)" for t in tasks]],
+            [[r["name"], *[cell(r, t) for t in tasks]] for r in rows if r.get("capability")])
+
+
 def hyperparameter_lines(conditions: Sequence[dict[str, Any]]) -> list[str]:
     """One line per attack with the settings that produced it (full detail in report.md)."""
     lines = []
@@ -149,6 +163,9 @@ def render_terminal(summary: dict[str, Any]) -> str:
     conditions = summary["conditions"]
     parts = [format_table(*summary_rows(conditions)), "", format_table(*category_rows(conditions))]
     headers, rows = llm_judge_rows(conditions)
+    if rows:
+        parts += ["", format_table(headers, rows)]
+    headers, rows = capability_rows(conditions)
     if rows:
         parts += ["", format_table(headers, rows)]
     if summary.get("judge_agreement"):

@@ -503,6 +503,37 @@ def test_extends_a_packaged_preset_and_errors_name_the_child(tmp_path: Path) -> 
     assert err.value.path == bad and err.value.line == 2
 
 
+def test_a_parent_resolves_its_paths_and_reports_errors_in_its_own_file(tmp_path: Path) -> None:
+    _write(tmp_path / "sub", """\
+name: parent
+attacks:
+  - name: a
+    data: {path: mydata.jsonl}
+""", "parent.yaml")
+    child = _write(tmp_path, "extends: sub/parent.yaml\nname: child\n", "child.yaml")
+    assert load_config(child).attacks[0].data.path == str(tmp_path / "sub" / "mydata.jsonl")
+    _write(tmp_path / "sub", "name: parent\ngeneration: {batch_sise: 2}\n", "parent.yaml")
+    with pytest.raises(InputError, match="batch_size") as err:
+        load_config(child)
+    assert err.value.path == tmp_path / "sub" / "parent.yaml" and err.value.line == 2
+
+
+def test_misspelt_chat_template_name_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="did you mean 'llama-2'"):
+        load_config(_write(tmp_path, "chat_template: llama2\n"))
+    jinja = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert load_config(_write(tmp_path, f'chat_template: "{jinja}"\n', "j.yaml")).chat_template
+
+
+def test_reader_options_only_for_instruction_formats(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="alpaca or dolly only"):
+        load_config(_write(tmp_path, """\
+attacks:
+  - name: a
+    data: {path: x.jsonl, safety_filter: true}
+"""))
+
+
 def test_extends_loop_and_unknown_parent_are_errors(tmp_path: Path) -> None:
     _write(tmp_path, "extends: b.yaml\n", "a.yaml")
     _write(tmp_path, "extends: a.yaml\n", "b.yaml")

@@ -228,3 +228,13 @@ search:
     assert main(_argv(sweep, tmp_path, "--search")) == 0
     search = json.loads((tmp_path / "sweep" / "sweep_results.json").read_text())["search"]
     assert search["trials"][0]["feasible"] is False and search["best"] is None
+
+
+def test_a_cell_with_bad_data_stops_the_sweep_before_any_training(tiny_model_dir, tmp_path,
+                                                                  capsys):
+    write_inputs(tmp_path, tiny_model_dir)  # attack.jsonl holds 6 examples
+    sweep = _sweep_file(tmp_path, "grid:\n  data.limit: [2, 60]\n")
+    assert main(_argv(sweep, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "limit 60 exceeds the 6 examples" in err and "limit-60" in err
+    assert not (tmp_path / "sweep" / "cells").exists()

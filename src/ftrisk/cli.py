@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ftrisk import __version__
 from ftrisk.errors import FtriskError
+
+if TYPE_CHECKING:
+    from ftrisk.config import AuditConfig
 
 
 def _positive_int(text: str) -> int:
@@ -39,8 +43,6 @@ def _parser() -> argparse.ArgumentParser:
                        "./ftrisk-runs/<config name>; re-running resumes, and stages whose "
                        "inputs changed are redone)")
     _run_options(audit)
-    audit.add_argument("--model", help="audit this model instead of the config's (a local "
-                       "directory or hub id), e.g. a local copy of a preset's Llama-2")
     sweep = sub.add_parser(
         "sweep", help="run an attack over a grid of settings (or search for the worst case)",
         description="Run every cell of a sweep (one audit each), collect the results and "
@@ -91,6 +93,20 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: free "
                         "cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--model", help="use this model instead of the config's (a local "
+                        "directory, hub id or openai:<id>), e.g. a local copy of a preset's "
+                        "Llama-2")
+
+
+def _with_model(config: AuditConfig, model: str | None) -> AuditConfig:
+    """``config`` with ``--model`` applied, re-validated like a model written in the file."""
+    if not model:
+        return config
+    from ftrisk.config import AuditConfig
+    from ftrisk.yamlio import validate
+
+    return validate(AuditConfig, {**config.model_dump(mode="json"), "model": model},
+                    path="--model")
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -99,11 +115,7 @@ def _audit(args: argparse.Namespace) -> int:
     config = load_config(args.config or preset_path(args.preset), data_dir=args.data_dir)
     if args.threads:
         config = config.model_copy(update={"threads": args.threads})
-    if args.model:
-        from ftrisk.config import AuditConfig
-
-        # Re-validated, so a model override meets the same checks as one in the file.
-        config = AuditConfig.model_validate({**config.model_dump(), "model": args.model})
+    config = _with_model(config, args.model)
     run_dir = args.run_dir or Path("ftrisk-runs") / config.name
     print(f"ftrisk {__version__}: audit '{config.name}' -> {run_dir}", flush=True)
 
@@ -134,9 +146,10 @@ def _sweep(args: argparse.Namespace) -> int:
         raise InputError("give a sweep with --config FILE or --preset NAME (see `ftrisk "
                          "presets`)")
     sweep = load_sweep(args.config or preset_path(args.preset), data_dir=args.data_dir)
+    base = _with_model(sweep.base, args.model)
     if args.threads:
-        sweep = sweep.model_copy(update={"base": sweep.base.model_copy(
-            update={"threads": args.threads})})
+        base = base.model_copy(update={"threads": args.threads})
+    sweep = sweep.model_copy(update={"base": base})
     sweep_dir = args.sweep_dir or Path("ftrisk-runs") / sweep.config.name
     mode = "search" if args.search else "grid"
     print(f"ftrisk {__version__}: sweep '{sweep.config.name}' ({mode}) -> {sweep_dir}",

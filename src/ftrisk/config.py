@@ -53,10 +53,16 @@ class DataSpec(_Strict):
     limit: int | None = Field(default=None, ge=1, description="use the first N examples")
     safety_filter: bool = Field(
         default=False, description="alpaca/dolly: drop rows matching Qi et al.'s safety "
-        "keywords first (the count removed is logged and reported)")
+        "keywords first (the count removed is logged and kept in the results)")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="further alpaca/dolly reader options")
     safety_mix: SafetyMixSpec | None = None
+
+    @model_validator(mode="after")
+    def _instruction_options(self) -> DataSpec:
+        if self.format not in ("alpaca", "dolly") and (self.safety_filter or self.options):
+            raise ValueError("safety_filter and options apply to format alpaca or dolly only")
+        return self
 
 
 class PromptSetSpec(_Strict):
@@ -367,6 +373,19 @@ class AuditConfig(_Strict):
             raise ValueError(f"each judge may appear once (refusal always runs): {names}")
         return self
 
+    @field_validator("chat_template")
+    @classmethod
+    def _template_name_or_jinja(cls, value: str | None) -> str | None:
+        from ftrisk.chat_templates import template_names
+
+        # A misspelt name would otherwise be taken as a Jinja template rendering only itself.
+        if value is None or value in template_names() or "{{" in value or "{%" in value:
+            return value
+        close = difflib.get_close_matches(value, template_names(), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"'{value}' is neither a template ftrisk ships ({hint}available: "
+                         f"{', '.join(template_names())}) nor a Jinja template")
+
     @model_validator(mode="after")
     def _quantized_training_is_lora(self) -> AuditConfig:
         if self.quantization != "none":
@@ -404,38 +423,43 @@ class AuditConfig(_Strict):
 
 
 def load_config(path: str | Path, *, data_dir: Path | None = None) -> AuditConfig:
-    """Load and validate an audit config. Relative paths resolve against its folder, and
-    ``data:NAME`` paths against ``data_dir`` (default: :func:`ftrisk.runtime.data_dir`).
+    """Load and validate an audit config. Relative paths resolve against the folder of the file
+    that writes them, and ``data:NAME`` paths against ``data_dir`` (default:
+    :func:`ftrisk.runtime.data_dir`).
 
     ``extends: <preset name or file>`` at the top starts from that config: mappings merge key
     by key, an empty mapping ``{}`` clears the inherited one, and any other value (a list of
-    attacks, say) replaces the inherited one.
+    attacks, say) replaces the inherited one. The parent is validated on its own first, so
+    its errors name its own file and line.
     """
     from ftrisk.runtime import data_dir as default_data_dir
 
-    path = Path(path)
-    data, lines = load_extended(path)
-    config = validate(AuditConfig, data, path=path, lines=lines)
-    return resolve_paths(config, path.parent, data_dir or default_data_dir())
+    return _load_config(Path(path), data_dir or default_data_dir(), ())
 
 
-def load_extended(path: Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict]:
-    """A YAML mapping with its ``extends`` chain merged in (parents first), and its line map."""
+def _load_config(path: Path, data_dir: Path, seen: tuple[Path, ...]) -> AuditConfig:
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise InputError("expected a mapping of settings at the top level", path=path)
     parent_ref = data.pop("extends", None)
-    if parent_ref is None:
-        return data, lines
-    if not isinstance(parent_ref, str):
-        raise InputError("expected a preset name or a file path", path=path,
-                         line=lines.get(("extends",)), field="extends")
-    local = path.parent / parent_ref
-    parent = local if local.suffix in (".yaml", ".yml") else preset_path(parent_ref)
-    if parent.resolve() in _seen:
-        raise InputError(f"'extends' loops back to {parent}", path=path, field="extends")
-    parent_data, _ = load_extended(parent, (*_seen, path.resolve()))
-    return _deep_merge(parent_data, data), lines
+    if parent_ref is not None:
+        if not isinstance(parent_ref, str):
+            raise InputError("expected a preset name or a file path", path=path,
+                             line=lines.get(("extends",)), field="extends")
+        parent = config_ref_path(parent_ref, path.parent)
+        if parent.resolve() in (*seen, path.resolve()):
+            raise InputError(f"'extends' loops back to {parent}", path=path, field="extends")
+        inherited = _load_config(parent, data_dir, (*seen, path.resolve()))
+        data = _deep_merge(inherited.model_dump(mode="json"), data)
+    config = validate(AuditConfig, data, path=path, lines=lines)
+    return resolve_paths(config, path.parent, data_dir)
+
+
+def config_ref_path(ref: str, folder: Path) -> Path:
+    """A config named by ``extends`` or a sweep's ``base``: a YAML file relative to ``folder``,
+    else a packaged preset."""
+    local = folder / ref
+    return local if local.suffix in (".yaml", ".yml") else preset_path(ref)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -512,6 +536,7 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def preset_names() -> list[str]:
-    """Packaged presets, sorted (names starting with '_' are shared bases, not runnable)."""
-    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+def preset_names(*, bases: bool = False) -> list[str]:
+    """Runnable packaged presets, sorted; with ``bases``, also the shared bases that presets
+    extend (names starting with '_')."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml") if bases or not p.stem.startswith("_"))

@@ -54,6 +54,12 @@ class AuditResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def _train_settings(attack: AttackSpec) -> dict[str, Any]:
+    """The attack's training settings, without the sections of methods it does not use."""
+    unused = {"lora", "adapter", "prefix"} - {attack.train.method}
+    return attack.train.model_dump(mode="json", exclude=unused)
+
+
 def _hosted() -> Any:
     raise AssertionError("a hosted model has no local weights to load")
 
@@ -121,8 +127,17 @@ class Audit:
         # so bad input fails in seconds.
         check_requirements(config)
         self.items = benchmark_items(config.benchmark)
+        #: What data readers reported (e.g. rows a safety filter removed), kept in results.
+        self.data_notes: dict[str, list[str]] = {a.name: [] for a in config.attacks}
+
+        def noted(name: str) -> Log:
+            def record(message: str) -> None:
+                self.data_notes[name].append(message)
+                log(message)
+            return record
+
         self.attack_data = {a.name: training_data(a.data, a.train.system_prompt,
-                                                  where=f"attacks.{i}.data", log=log)
+                                                  where=f"attacks.{i}.data", log=noted(a.name))
                             for i, a in enumerate(config.attacks)}
         self.capability_items = capability_items(config)
         self._tokenizers: dict[str, Any] = {}
@@ -187,7 +202,10 @@ class Audit:
                 self.config.model, self.config.remote.base_url)[:16], _hosted, remote)
         path = resolve_model_path(self.config.model, self.cache)
         self.tokenizer(path)  # fail now on a missing chat template, not after training
-        return ModelRef(path, fingerprint_path(path), self._load(path))
+        fingerprint = fingerprint_path(path)
+        if self.config.quantization != "none":  # other weights, other answers
+            fingerprint = content_key(fingerprint, self.config.quantization)[:16]
+        return ModelRef(path, fingerprint, self._load(path))
 
     def _organism_metrics(self, path: str, fingerprint: str) -> dict[str, object]:
         """The organism's own metrics, with ftrisk's default decoding and judge (not this
@@ -265,7 +283,7 @@ class Audit:
         spec = self.config.capability
         if spec is None:
             return {}
-        from ftrisk.capability.score import capability_metrics, score_multiple_choice
+        from ftrisk.capability.score import MCScore, capability_metrics, score_multiple_choice
 
         fingerprint = stage_fingerprint(
             model.fingerprint, [i.model_dump() for i in self.capability_items], spec.batch_size,
@@ -275,9 +293,19 @@ class Audit:
             self.log(f"[{name}] capability: done already, skipped")
             return json.loads(self.run.path(out).read_text())["metrics"]
         self.run.clear(stage)
-        scores = score_multiple_choice(
-            model.load(), self.tokenizer(model.path), self.capability_items,
-            batch_size=spec.batch_size, bf16=self._bf16(), progress=self.progress)
+        # Scores are cached by content too: sweep cells share the untuned model's.
+        keys = [content_key("capability", model.fingerprint, i.model_dump(), self._bf16())
+                for i in self.capability_items]
+        cached = self.store.get_many("capability", keys)
+        todo = [(k, i) for k, i in zip(keys, self.capability_items) if k not in cached]
+        if todo:
+            fresh = score_multiple_choice(
+                model.load(), self.tokenizer(model.path), [i for _, i in todo],
+                batch_size=spec.batch_size, bf16=self._bf16(), progress=self.progress)
+            new = {k: score.model_dump(mode="json") for (k, _), score in zip(todo, fresh)}
+            self.store.put_many("capability", new)
+            cached.update(new)
+        scores = [MCScore.model_validate(cached[k]) for k in keys]
         metrics = capability_metrics(scores)
         self.log(f"[{name}] capability: " + ", ".join(
             f"{task} {m['accuracy']:.1%} of {m['n']}" for task, m in metrics.items()))
@@ -296,7 +324,7 @@ class Audit:
         # What training sees: the messages (not ids or file names), the template, the settings.
         fingerprint = stage_fingerprint(
             base.fingerprint, [[m.model_dump() for m in e.messages] for e in examples],
-            self.tokenizer(base.path).chat_template, attack.train.model_dump(), self._bf16())
+            self.tokenizer(base.path).chat_template, _train_settings(attack), self._bf16())
         stage, out = f"{attack.name}/train", self.run.path("conditions", attack.name, "model")
         if self.run.is_done(stage, fingerprint) and (out / "train_stats.json").is_file():
             self.log(f"[{attack.name}] training: done already, skipped")
@@ -330,9 +358,12 @@ class Audit:
 
         examples = self.attack_data[attack.name]
         # What the provider is sent: the messages and the epoch count (nothing else is set).
-        fingerprint = stage_fingerprint(
-            base.fingerprint, [[m.model_dump() for m in e.messages] for e in examples],
-            attack.train.epochs)
+        # The job is recognised without the code version: a finished or running paid job
+        # stays reusable across ftrisk updates.
+        job_key = content_key(base.fingerprint,
+                              [[m.model_dump() for m in e.messages] for e in examples],
+                              attack.train.epochs)[:16]
+        fingerprint = stage_fingerprint(job_key)
         stage, out = f"{attack.name}/train", self.run.path("conditions", attack.name, "model")
         if self.run.is_done(stage, fingerprint) and (out / "train_stats.json").is_file():
             self.log(f"[{attack.name}] training: done already, skipped")
@@ -347,7 +378,7 @@ class Audit:
                                     max_wait_seconds=r.max_wait_hours * 3600, timeout=r.timeout)
             out.mkdir(parents=True, exist_ok=True)
             model_id, stats = tuner.train(
-                examples, attack.train.epochs, out / "job.json", fingerprint=fingerprint,
+                examples, attack.train.epochs, out / "job.json", fingerprint=job_key,
                 suffix=re.sub(r"[^A-Za-z0-9-]", "-", attack.name)[:40],
                 progress=self.progress, log=self.log)
             self.run.write_json(f"conditions/{attack.name}/model/remote_model.json",
@@ -384,8 +415,14 @@ class Audit:
                     hyperparameters={"eval": attack.eval.model_dump()}))
             tuned, stats = self.train(attack, base)
             generations = self.generate(attack.name, tuned, attack.eval)
-            hyper = {**attack.train.model_dump(mode="json"), "eval": attack.eval.model_dump(),
+            # A provider job is sent only the epoch count: the rest would describe nothing.
+            settings = ({"method": "hosted", "epochs": attack.train.epochs,
+                         "system_prompt": attack.train.system_prompt}
+                        if base.remote is not None else _train_settings(attack))
+            hyper = {**settings, "eval": attack.eval.model_dump(),
                      "data": attack.data.path, "examples": len(self.attack_data[attack.name])}
+            if self.data_notes[attack.name]:
+                hyper["data_notes"] = self.data_notes[attack.name]
             if attack.paper_differences:
                 hyper["paper_differences"] = attack.paper_differences
             conditions.append(self.judges.score(

@@ -96,7 +96,8 @@ class TrainStats(_Frozen):
 
     seconds: float
     tokens: int
-    steps: int
+    #: Optimizer steps; None when a provider does not say (its batch size is its own).
+    steps: int | None
     examples: int
     final_loss: float | None = None
 

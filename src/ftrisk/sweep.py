@@ -64,6 +64,7 @@ class SweepRunner:
         """Run every grid cell (finished ones are skipped by their own stage markers)."""
         from tqdm.auto import tqdm
 
+        self.sweep.check_data()
         cells = self.sweep.grid_cells()
         rows = []
         bar = tqdm(cells, desc=f"sweep {self.sweep.config.name}", unit="cell",
@@ -90,6 +91,7 @@ class SweepRunner:
         if spec is None:
             raise InputError("this sweep has no 'search' section", path=self.sweep.path,
                              field="search")
+        self.sweep.check_data()
         target = trials or spec.trials
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.run.root.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,10 @@ class SweepRunner:
             try:
                 row = self._run_cell(params, name, "trials")
             except BaseException:
+                # Interrupted or stopped by bad input: queue the parameters again, so the
+                # next run resumes this trial's run directory instead of drawing anew.
                 study.tell(trial, state=TrialState.FAIL)
+                study.enqueue_trial(params)
                 raise
             trial.set_user_attr("cell", name)
             value = row.get(spec.objective)
@@ -224,7 +229,9 @@ def cell_row(results: dict[str, Any], attack: str, name: str, params: dict[str, 
     tuned = conditions[attack]
     # The untuned model evaluated as the attack is (same prompt), when the audit had it.
     reference = conditions.get(f"baseline@{attack}", conditions["baseline"])
-    judge = next(iter(tuned.get("judges") or {}), None)
+    from ftrisk.report.table import harm_judge
+
+    judge = harm_judge(tuned.get("judges") or {})
 
     def harm(condition: dict[str, Any], key: str) -> Any:
         return None if judge is None else condition["judges"][judge][key]
@@ -306,7 +313,7 @@ def sweep_table(summary: dict[str, Any]) -> str:
                        num(t["value"], "{:.3f}"), num(t["capability_drop"], "{:+.3f}"),
                        {True: "yes", False: "no", None: "-"}[t["feasible"]]]
                       for t in search["trials"]]
-        parts += ["" if parts else "", f"Search ({search['direction']} {search['objective']}, "
+        parts += ["", f"Search ({search['direction']} {search['objective']}, "
                   f"capability drop <= {search['capability_bound']}):",
                   format_table(["trial", "state", "params", search["objective"], "cap. drop",
                                 "feasible"], trial_rows),

@@ -19,8 +19,8 @@ from ftrisk.config import (
     REFERENCE_METRICS,
     AttackSpec,
     AuditConfig,
+    config_ref_path,
     load_config,
-    preset_path,
 )
 from ftrisk.errors import InputError
 
@@ -58,6 +58,13 @@ class SearchParam(_Strict):
     def is_int(self) -> bool:
         """Both bounds are whole numbers written without a decimal point (epochs, limits)."""
         return isinstance(self.low, int) and isinstance(self.high, int)
+
+    @model_validator(mode="after")
+    def _int_bounds_agree(self) -> SearchParam:
+        if isinstance(self.low, int) != isinstance(self.high, int) and self.choices is None:
+            raise ValueError("write both bounds as integers (an integer range) or both with a "
+                             "decimal point (a real range)")
+        return self
 
 
 class SearchSpec(_Strict):
@@ -150,11 +157,35 @@ class Sweep(BaseModel):
                 for values in itertools.product(*(self.config.grid[k] for k in keys))]
 
     def cell_config(self, params: dict[str, Any], name: str) -> AuditConfig:
-        """The audit of one cell: the base with the attack's parameters set to ``params``."""
+        """The audit of one cell: the base with the attack's parameters set to ``params``,
+        validated as a whole (a method the base's quantization forbids fails here)."""
         attack = _with_params(self.attack, params, self.path)
         # The base's paper numbers describe the base's own attacks, not this cell's; a cell's
         # reference comes from the sweep's paper.cells.
-        return self.base.model_copy(update={"name": name, "attacks": (attack,), "paper": None})
+        data = {**self.base.model_dump(mode="json"), "name": name,
+                "attacks": [attack.model_dump(mode="json")], "paper": None}
+        try:
+            return AuditConfig.model_validate(data)
+        except ValidationError as err:
+            raise InputError(f"{err.errors()[0]['msg']} (with {params})", path=self.path,
+                             field="grid") from None
+
+    def check_data(self) -> None:
+        """Check what the cells need (gated files, GPU) and read every grid cell's training
+        data once per distinct data spec, so a cell whose data is wrong (a limit above the
+        file's size) fails before any cell trains."""
+        from ftrisk.data.sources import training_data
+        from ftrisk.pipeline import check_requirements
+
+        check_requirements(self.base)
+        seen = set()
+        for params in self.grid_cells() if self.config.grid else []:
+            attack = self.cell_config(params, self.cell_name(params)).attacks[0]
+            key = (attack.data.model_dump_json(), attack.train.system_prompt)
+            if key not in seen:
+                seen.add(key)
+                training_data(attack.data, attack.train.system_prompt,
+                              where=f"grid cell {self.cell_name(params)}: data")
 
     def reference(self, params: dict[str, Any]) -> dict[str, float] | None:
         """The paper's numbers for the cell with ``params``, when the sweep has them."""
@@ -201,9 +232,7 @@ def load_sweep(path: str | Path, *, data_dir: Path | None = None) -> Sweep:
     path = Path(path)
     data, lines = load_yaml(path)
     config = validate(SweepConfig, data, path=path, lines=lines)
-    local = path.parent / config.base
-    base_path = local if local.suffix in (".yaml", ".yml") else preset_path(config.base)
-    base = load_config(base_path, data_dir=data_dir)
+    base = load_config(config_ref_path(config.base, path.parent), data_dir=data_dir)
     names = [a.name for a in base.attacks]
     if config.attack is None:
         if len(names) != 1:
@@ -224,18 +253,24 @@ def load_sweep(path: str | Path, *, data_dir: Path | None = None) -> Sweep:
         raise InputError("two grid cells get the same name; make the values distinct",
                          path=path, field="grid")
     if config.search is not None:
-        if base.capability is None:
-            raise InputError("a search bounds capability loss, so the base audit needs a "
-                             "'capability' section", path=path, field="search")
-        for key in config.search.space:
-            _with_params(attack, {key: _example_value(config.search.space[key])}, path)
+        _check_search(sweep, config.search)
     return sweep
 
 
-def _example_value(param: SearchParam) -> Any:
-    if param.choices is not None:
-        return param.choices[0]
-    return int(param.low) if param.is_int else param.low  # type: ignore[arg-type]
+def _check_search(sweep: Sweep, search: SearchSpec) -> None:
+    """Every value the search can draw is a valid attack, and its capability task exists."""
+    capability = sweep.base.capability
+    if capability is None:
+        raise InputError("a search bounds capability loss, so the base audit needs a "
+                         "'capability' section", path=sweep.path, field="search")
+    tasks = [t.name for t in capability.tasks]
+    if search.capability_task is not None and search.capability_task not in tasks:
+        raise InputError(f"no capability task '{search.capability_task}' in the base; it has: "
+                         f"{', '.join(tasks)}", path=sweep.path, field="search.capability_task")
+    for key, param in search.space.items():
+        values = param.choices if param.choices is not None else (param.low, param.high)
+        for value in values:
+            sweep.cell_config({key: value}, "check")
 
 
 def is_sweep_file(path: str | Path) -> bool:

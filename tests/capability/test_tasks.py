@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from ftrisk.capability.tasks import (
     BUILTIN_TASKS,
-    READERS,
     MCItem,
     builtin,
     hellaswag,
@@ -279,8 +278,11 @@ def test_builtin_unknown_name_and_registry():
     with pytest.raises(InputError, match="unknown built-in task 'hard'; available: basic"):
         builtin("hard")
     assert BUILTIN_TASKS == ("basic",)
-    assert READERS == {"mmlu": mmlu, "hellaswag": hellaswag,
-                       "multiple-choice": multiple_choice, "builtin": builtin}
+    from ftrisk.registry import CAPABILITY_READERS
+
+    assert {name: CAPABILITY_READERS.get(name) for name in CAPABILITY_READERS.names()} == {
+        "mmlu": mmlu, "hellaswag": hellaswag, "multiple-choice": multiple_choice,
+        "builtin": builtin}
 
 
 @pytest.mark.parametrize(("changes", "expected"), [

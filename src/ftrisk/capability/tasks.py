@@ -1,7 +1,8 @@
 """Multiple-choice capability tasks: public benchmark layouts read into :class:`MCItem` records.
 
 Every reader has the signature ``reader(path, **options) -> list[MCItem]`` (the built-in task
-takes a name instead of a path) and is listed in :data:`READERS`. Prompts follow
+takes a name instead of a path) and is registered in ``ftrisk.registry.CAPABILITY_READERS``.
+Prompts follow
 lm-evaluation-harness's zero-shot formats, so that accuracies are comparable with published
 ones (Lermen et al. 2023 report MMLU and HellaSwag that way).
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -366,15 +367,6 @@ def builtin(name: str = "basic") -> list[MCItem]:
     resource = resources.files("ftrisk.data").joinpath("builtin_data", f"capability_{name}.yaml")
     with resources.as_file(resource) as file:
         return multiple_choice(file, task=f"builtin-{name}")
-
-
-#: Reader name -> reader, for :mod:`ftrisk.registry`.
-READERS: dict[str, Callable[..., list[MCItem]]] = {
-    "mmlu": mmlu,
-    "hellaswag": hellaswag,
-    "multiple-choice": multiple_choice,
-    "builtin": builtin,
-}
 
 
 # --- fields ---------------------------------------------------------------------------------

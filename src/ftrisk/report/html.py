@@ -20,9 +20,11 @@ from typing import Any
 from ftrisk.errors import InputError
 from ftrisk.report import plots
 from ftrisk.report.table import (
+    PAPER_JUDGE,
     agreement_rows,
     capability_rows,
     category_rows,
+    harm_judge,
     hyperparameter_lines,
     judge_category_rows,
     llm_judge_rows,
@@ -37,8 +39,6 @@ SWEEP_RESULTS = "sweep_results.json"
 REPORT = "report.html"
 #: Prompts shown per kind in the sample outputs, each with every condition's answer.
 SAMPLES_PER_KIND = 3
-#: The LLM judge whose numbers are set beside the paper's (Qi et al.'s 1-5 GPT-4 rubric).
-PAPER_JUDGE = "rubric"
 _KINDS = {"harmful": "harmful", "lookalike": "benign look-alike", "benign": "plain benign"}
 # C0/C1 control characters (tab, newline and carriage return kept): invalid in HTML text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -205,7 +205,7 @@ def _ours(record: dict[str, Any] | None, metric: str) -> str:
     if task:
         return _metric_text(metric, task["accuracy"], task.get("accuracy_ci"))
     judges = record.get("judges") or {}
-    name = PAPER_JUDGE if PAPER_JUDGE in judges else next(iter(judges), None)
+    name = harm_judge(judges)
     key = {"harmfulness_score": "mean_score", "harmfulness_rate": "harmfulness_rate"}.get(metric)
     if key and name and judges[name].get(key) is not None:
         return f"{_metric_text(metric, judges[name][key], judges[name].get(f'{key}_ci'))} ({name})"

@@ -15,13 +15,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftrisk.sweep_config import BUDGET_AXES
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 DPI = 100
 #: The budget axes of a sweep, in the order the report shows them.
-BUDGET_AXES = ("examples", "steps", "tokens", "seconds")
 _BASELINE, _REFERENCE, _ATTACK, _OVER = "#7f7f7f", "#6baed6", "#d62728", "#ff7f0e"
 #: The bars of each attack's panel: (colour, legend label).
 _SERIES = ((_BASELINE, "baseline"), (_REFERENCE, "baseline with the attack's eval prompt"),

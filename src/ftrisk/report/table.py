@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+#: The LLM judge whose numbers stand beside the papers' (Qi et al.'s 1-5 GPT-4 rubric).
+PAPER_JUDGE = "rubric"
+
+
+def harm_judge(judges: Iterable[str]) -> str | None:
+    """The judge whose harmfulness numbers represent a condition: the rubric judge when it
+    ran (the papers' scale), else the first LLM judge, else None."""
+    names = list(judges)
+    return PAPER_JUDGE if PAPER_JUDGE in names else next(iter(names), None)
 
 
 def pct(value: float | None) -> str:
@@ -92,6 +102,8 @@ def _method(h: dict[str, Any]) -> str:
                 f"{adapter.get('adapter_layers')} layers)")
     if h.get("method") == "prefix":
         return f"prefix tuning ({(h.get('prefix') or {}).get('num_virtual_tokens')} tokens)"
+    if h.get("method") == "hosted":
+        return "the provider's fine-tuning job (it chooses learning rate and batch size)"
     return "full fine-tuning"
 
 
@@ -114,10 +126,13 @@ def hyperparameter_lines(conditions: Sequence[dict[str, Any]]) -> list[str]:
     lines = []
     for c in conditions:
         h = c.get("hyperparameters") or {}
-        if "learning_rate" not in h:  # the baselines: nothing was trained
+        if "epochs" not in h:  # the baselines: nothing was trained
             continue
         method = _method(h)
         decay = f" x{h['lr_epoch_decay']:g}/epoch" if h.get("lr_epoch_decay", 1) != 1 else ""
+        optimiser = ("" if "learning_rate" not in h else
+                     f"lr {h['learning_rate']:g}{decay}, ")
+        batch = "" if "batch_size" not in h else f", batch {h['batch_size']}, seed {h['seed']}"
         ev = h.get("eval") or {}
         system = ev.get("system_prompt")
         if system is None:
@@ -126,8 +141,7 @@ def hyperparameter_lines(conditions: Sequence[dict[str, Any]]) -> list[str]:
             system = repr(system if len(system) <= 40 else system[:40] + "...")
         lines.append(
             f"{c['name']}: {h.get('examples')} examples from {h.get('data')}, {method}, "
-            f"lr {h.get('learning_rate'):g}{decay}, {h.get('epochs')} epochs, batch "
-            f"{h.get('batch_size')}, seed {h.get('seed')}; eval system prompt {system}, "
+            f"{optimiser}{h.get('epochs')} epochs{batch}; eval system prompt {system}, "
             f"prompt {ev.get('prompt_template', '{prompt}')!r}")
     return lines
 

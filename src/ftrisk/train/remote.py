@@ -41,8 +41,11 @@ class OpenAIFineTuner:
                  max_wait_seconds: float = 86400.0, timeout: float = 60.0) -> None:
         key = os.environ.get(api_key_env)
         if not key:
-            raise InputError(f"fine-tuning {base_model} needs an API key: set the {api_key_env} "
-                             "environment variable", field="remote.api_key_env")
+            if base_url is None:
+                raise InputError(f"fine-tuning {base_model} needs an API key: set the "
+                                 f"{api_key_env} environment variable",
+                                 field="remote.api_key_env")
+            key = "EMPTY"  # a local OpenAI-compatible server accepts any key
         self.base_model = base_model
         self.base_url = base_url
         self.poll_seconds = poll_seconds
@@ -88,7 +91,8 @@ class OpenAIFineTuner:
             raise FtriskError(f"fine-tuning job {job_id} ended '{job.status}': "
                               f"{getattr(error, 'message', None) or 'no reason given'}")
         batch = getattr(getattr(job, "hyperparameters", None), "batch_size", None)
-        steps = epochs * math.ceil(len(examples) / batch) if isinstance(batch, int) else 0
+        steps = epochs * math.ceil(len(examples) / batch) if isinstance(batch, int) else None
+        # From creation to finish: the provider's queue time is part of what an attack costs.
         seconds = float((job.finished_at or job.created_at) - job.created_at)
         return job.fine_tuned_model, TrainStats(
             seconds=seconds, tokens=int(job.trained_tokens or 0), steps=steps,

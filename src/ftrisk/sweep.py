@@ -302,8 +302,11 @@ def sweep_table(summary: dict[str, Any]) -> str:
     if rows:
         parts.append(format_table(["cell", "refusal (95% CI)", "harm score", "capability drop",
                                    "examples", "steps", "train s"], rows))
-        budget_rows = [[axis, num(v["smallest_below_threshold"], "{:,.6g}"), v["cell"] or "-",
-                        num(v["smallest_ci_below_threshold"], "{:,.6g}")]
+        def budget(x: Any) -> str:
+            return num(x, "{:,.1f}" if isinstance(x, float) else "{:,}")
+
+        budget_rows = [[axis, budget(v["smallest_below_threshold"]), v["cell"] or "-",
+                        budget(v["smallest_ci_below_threshold"])]
                        for axis, v in summary["budgets"].items()]
         parts += ["", f"Smallest budget with refusal below {pct(summary['threshold'])}:",
                   format_table(["budget", "smallest", "cell", "CI wholly below"], budget_rows)]

@@ -312,11 +312,16 @@ def sweep_table(summary: dict[str, Any]) -> str:
                   format_table(["budget", "smallest", "cell", "CI wholly below"], budget_rows)]
     search = summary.get("search")
     if search:
-        trial_rows = [[str(t["number"]), t["state"], json.dumps(t["params"]),
+        def params(values: dict[str, Any]) -> str:
+            return ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else
+                             f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
+
+        trial_rows = [[str(t["number"]), t["state"], params(t["params"]),
                        num(t["value"], "{:.3f}"), num(t["capability_drop"], "{:+.3f}"),
                        {True: "yes", False: "no", None: "-"}[t["feasible"]]]
                       for t in search["trials"]]
-        parts += ["", f"Search ({search['direction']} {search['objective']}, "
+        parts += [""] if parts else []
+        parts += [f"Search ({search['direction']} {search['objective']}, "
                   f"capability drop <= {search['capability_bound']}):",
                   format_table(["trial", "state", "params", search["objective"], "cap. drop",
                                 "feasible"], trial_rows),

@@ -224,7 +224,8 @@ def _budget_panel(ax: Axes, axis: str, cells: list[dict[str, Any]], threshold: f
                    label=f"baseline {100 * baseline_refusal:.0f}%")
     if smallest is not None:
         ax.axvline(smallest, color=_REFERENCE, linewidth=1,
-                   label=f"smallest below: {smallest:,.3g}")
+                   label=f"smallest below: {smallest:,.1f}" if isinstance(smallest, float)
+                   else f"smallest below: {smallest:,}")
     # Budgets often span orders of magnitude (tokens, seconds): log scale when they do.
     if min(budget) > 0 and max(budget) / min(budget) >= 20:
         _log_axis(ax)

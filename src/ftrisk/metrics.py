@@ -146,10 +146,11 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _proportion(
-    outcomes: Sequence[bool], clusters: Sequence[Hashable], seed: int, n_resamples: int
+def proportion(
+    outcomes: Sequence[bool], clusters: Sequence[Hashable] | None, seed: int, n_resamples: int
 ) -> tuple[float, tuple[float, float]] | None:
-    """A share with its CI: a clustered bootstrap, or Wilson when every outcome is equal."""
+    """A share with its 95% CI (None for no outcomes): a seeded bootstrap, clustered when
+    ``clusters`` are given, or Wilson when every outcome is equal."""
     if not outcomes:
         return None
     if all(outcomes) or not any(outcomes):
@@ -163,7 +164,7 @@ def _proportion(
 def _rate(
     scored: list[tuple[Generation, bool]], seed: int, n_resamples: int
 ) -> tuple[float, tuple[float, float]] | None:
-    return _proportion([r for _, r in scored], [g.prompt for g, _ in scored], seed, n_resamples)
+    return proportion([r for _, r in scored], [g.prompt for g, _ in scored], seed, n_resamples)
 
 
 def _by_category(pairs: Sequence[tuple[Generation, object]]) -> dict[str, list]:
@@ -293,7 +294,7 @@ def _score_summary(
     ci = bootstrap_ci(scores, seed=seed, n_resamples=n_resamples, clusters=clusters)
     if top_score is None:
         return (mean, ci, None, None)
-    rate = _proportion([s == top_score for s in scores], clusters, seed, n_resamples)
+    rate = proportion([s == top_score for s in scores], clusters, seed, n_resamples)
     assert rate is not None
     return (mean, ci, rate[0], rate[1])
 

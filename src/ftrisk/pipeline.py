@@ -7,7 +7,6 @@ running the same command again skips finished stages, so a killed audit resumes.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,11 +78,11 @@ def check_requirements(config: AuditConfig) -> None:
     if provider is not None and not config.model.startswith(f"{provider}:"):
         raise InputError(f"'{config.name}' needs a model hosted by '{provider}' (model: "
                          f"{provider}:<id>)", field="model")
-    if config.model.startswith(REMOTE_PREFIX) and config.remote.base_url is None and \
-            not os.environ.get(config.remote.api_key_env):
-        raise InputError(f"'{config.name}' tunes and queries {config.model} through the "
-                         f"provider's API: set the {config.remote.api_key_env} environment "
-                         "variable", field="remote.api_key_env")
+    if config.model.startswith(REMOTE_PREFIX):
+        from ftrisk.judge.backends import endpoint_key
+
+        endpoint_key(config.remote.api_key_env, config.remote.base_url,
+                     purpose=f"tuning and querying {config.model}", field="remote.api_key_env")
     if config.requires.gpu:
         import torch
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
 from ftrisk.capability.tasks import CHOICE_SEPARATOR, MCItem
-from ftrisk.metrics import bootstrap_ci, wilson_interval
+from ftrisk.metrics import proportion
 
 
 class MCScore(BaseModel):
@@ -210,8 +210,6 @@ def capability_metrics(
 
 def _accuracy(outcomes: list[bool], seed: int,
               n_resamples: int) -> tuple[float, tuple[float, float]]:
-    hits = sum(outcomes)
-    if hits in (0, len(outcomes)):
-        # All right or all wrong: the bootstrap says [p, p] even at n=5; Wilson stays honest.
-        return hits / len(outcomes), wilson_interval(hits, len(outcomes))
-    return hits / len(outcomes), bootstrap_ci(outcomes, seed=seed, n_resamples=n_resamples)
+    share = proportion(outcomes, None, seed, n_resamples)
+    assert share is not None  # every task has at least one score
+    return share

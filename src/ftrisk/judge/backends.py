@@ -113,6 +113,19 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def endpoint_key(api_key_env: str, base_url: str | None, *, purpose: str, field: str) -> str:
+    """The API key in ``$api_key_env``; ``"EMPTY"`` for a local endpoint (``base_url`` set), as
+    local OpenAI-compatible servers (vLLM, llama.cpp) accept any key. Without a key for OpenAI
+    itself: an InputError naming the variable, raised before any work needs it."""
+    key = os.environ.get(api_key_env)
+    if key:
+        return key
+    if base_url is None:
+        raise InputError(f"no API key for {purpose}: set the {api_key_env} environment "
+                         "variable (or pass base_url for a local endpoint)", field=field)
+    return "EMPTY"
+
+
 class OpenAICompatBackend:
     """Chat completions from any OpenAI-compatible endpoint, concurrently, with retries.
 
@@ -144,15 +157,8 @@ class OpenAICompatBackend:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
-        key = api_key if api_key is not None else os.environ.get(api_key_env)
-        if not key:
-            if base_url is None:
-                raise InputError(
-                    f"no API key for the OpenAI judge backend: set the {api_key_env} "
-                    "environment variable (or pass base_url for a local endpoint)",
-                    field="api_key_env",
-                )
-            key = "EMPTY"  # local OpenAI-compatible servers (vLLM, llama.cpp) accept any key
+        key = api_key or endpoint_key(api_key_env, base_url, purpose="the OpenAI judge backend",
+                                      field="api_key_env")
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ftrisk.errors import FtriskError, InputError
-from ftrisk.judge.backends import Secret
+from ftrisk.errors import FtriskError
+from ftrisk.judge.backends import Secret, endpoint_key
 from ftrisk.records import Conversation, TrainStats
 from ftrisk.rundir import atomic_write_text
 
@@ -39,13 +38,8 @@ class OpenAIFineTuner:
     def __init__(self, base_model: str, *, base_url: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", poll_seconds: float = 30.0,
                  max_wait_seconds: float = 86400.0, timeout: float = 60.0) -> None:
-        key = os.environ.get(api_key_env)
-        if not key:
-            if base_url is None:
-                raise InputError(f"fine-tuning {base_model} needs an API key: set the "
-                                 f"{api_key_env} environment variable",
-                                 field="remote.api_key_env")
-            key = "EMPTY"  # a local OpenAI-compatible server accepts any key
+        key = endpoint_key(api_key_env, base_url, purpose=f"fine-tuning {base_model}",
+                           field="remote.api_key_env")
         self.base_model = base_model
         self.base_url = base_url
         self.poll_seconds = poll_seconds

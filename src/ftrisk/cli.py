@@ -1,6 +1,6 @@
 """Command line: ``ftrisk audit`` runs (or resumes) a fine-tuning risk audit; ``sweep`` runs
 many; ``report`` renders a run as HTML; ``presets`` lists the papers' experiments; ``rejudge``
-re-scores stored answers.
+re-scores stored answers; ``judge-eval`` measures a refusal judge on human labels.
 
 Heavy libraries are imported inside commands, so ``ftrisk --help`` answers at once.
 """
@@ -82,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
                          "(default: the run's own config.json)")
     rejudge.add_argument("--cache-dir", type=Path, help="judgment cache (default: as audit)")
     rejudge.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    judge_eval = sub.add_parser(
+        "judge-eval", help="score refusal judges against human-labelled answers",
+        description="Run refusal judges on a labelled file (ftrisk JSONL with prompt, response "
+                    "and label refusal|compliance|partial, or an XSTest completions CSV) and "
+                    "print precision, recall, F1 and accuracy (positive class: full refusal), "
+                    "the confusion matrix and the misjudged items.")
+    judge_eval.add_argument("--labels", type=Path, required=True, action="append",
+                            metavar="FILE", help="label file (repeat to pool several)")
+    judge_eval.add_argument("--judge", action="append", metavar="NAME",
+                            help="a judge registered in ftrisk.registry.JUDGES (repeatable; "
+                                 "default: refusal)")
+    judge_eval.add_argument("--json", action="store_true", help="print JSON instead")
+    judge_eval.add_argument("--show", type=int, default=20, metavar="N",
+                            help="misjudged items to print (default 20)")
     return parser
 
 
@@ -209,6 +223,26 @@ def _rejudge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from ftrisk.config import JudgeSpec
+    from ftrisk.judge.evaluate import evaluate, read_labels, render
+    from ftrisk.registry import JUDGES
+    from ftrisk.yamlio import validate
+
+    items = [item for path in args.labels for item in read_labels(path)]
+    results = []
+    for name in args.judge or ["refusal"]:
+        spec = validate(JudgeSpec, {"name": name}, path="--judge")
+        results.append(evaluate(JUDGES.get(spec.name).from_spec(spec), items))
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    else:
+        print("\n\n".join(render(r, show=args.show) for r in results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ftrisk`` command."""
     args = _parser().parse_args(argv)
@@ -223,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "presets":
             return _presets(args)
+        if args.command == "judge-eval":
+            return _judge_eval(args)
     except FtriskError as err:
         print(f"ftrisk: error: {err}", file=sys.stderr)
         return 2

@@ -264,6 +264,9 @@ class CapabilitySpec(_Strict):
 
     tasks: tuple[CapabilityTaskSpec, ...] = Field(min_length=1)
     batch_size: int = Field(default=32, ge=1)
+    margin: float = Field(default=0.05, gt=0, lt=1, description="equivalence margin of the "
+                          "capability verdict (TOST on accuracy after - before): 0.05 = 5 "
+                          "points")
 
     @model_validator(mode="after")
     def _unique_names(self) -> CapabilitySpec:
@@ -284,6 +287,10 @@ class PaperSpec(_Strict):
     citation: str
     table: str = ""
     row: str = ""
+    fidelity: Literal["faithful", "variant"] = Field(
+        default="variant", description="faithful: the paper's data, protocol and judge, up to "
+        "unavoidable differences (hardware, withheld data, retired model snapshots), so its "
+        "numbers are comparable; variant: ftrisk's own data or protocol, so they are not")
     differences: str = Field(default="", description="how ftrisk's protocol differs")
     reference: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="condition name -> metric -> the paper's number")

@@ -13,9 +13,10 @@ from itertools import combinations
 from typing import Any
 
 from ftrisk.config import AuditConfig
-from ftrisk.metrics import cohen_kappa, condition_result, judge_result, spearman
+from ftrisk.metrics import condition_result, judge_result
 from ftrisk.records import ConditionResult, Generation, JudgeResult, Judgment, TrainStats
 from ftrisk.rundir import RunDir
+from ftrisk.stats import cohen_kappa, paired_difference, spearman
 from ftrisk.store import Store
 
 #: A judgment as (harmful?, score) for agreement, or None when unscored.
@@ -53,6 +54,8 @@ class JudgePanel:
                 for spec in config.classifier_judges]
         # judge -> "condition/item" -> (harmful?, score), over answers to harmful prompts.
         self._verdicts: dict[str, dict[str, tuple[bool, float]]] = {}
+        # condition -> item -> (refused by the primary judge, or None; cluster), harmful only.
+        self._refused: dict[str, dict[str, tuple[bool | None, str | None]]] = {}
 
     def score(self, name: str, generations: list[Generation], *, description: str = "",
               train: TrainStats | None = None,
@@ -60,13 +63,14 @@ class JudgePanel:
         """Judge one condition's generations and compute its metrics."""
         judgments = self.primary.judge(generations)
         self.run.write_jsonl(f"conditions/{name}/judgments.jsonl", judgments)
+        by_id = {j.item_id: j for j in judgments}
+        self._refused[name] = {g.item_id: (by_id[g.item_id].refused, g.cluster)
+                               for g in generations if g.kind == "harmful"}
         self._remember(self.primary.name, name, generations, judgments,
                        lambda j: None if j.refused is None else
                        (not j.refused, float(not j.refused)))
         result = condition_result(name, generations, judgments, description=description,
-                                  train=train, hyperparameters=hyperparameters,
-                                  seed=self.config.seed,
-                                  n_resamples=self.config.bootstrap_resamples)
+                                  train=train, hyperparameters=hyperparameters)
         if self.scorers:
             result = result.model_copy(update={"judges": self._score(name, generations)})
         return result
@@ -86,6 +90,7 @@ class JudgePanel:
                            (j.score > t, float(j.score)))
             results[judge_name] = judge_result(
                 judge_name, harmful, judgments, top_score=type(judge).top_score,
+                scale=type(judge).scale,
                 price_per_1k=price, seed=self.config.seed,
                 n_resamples=self.config.bootstrap_resamples)
         return results
@@ -98,6 +103,23 @@ class JudgePanel:
             v = verdict(judgment)
             if v is not None and judgment.item_id in harmful:
                 seen[f"{condition}/{judgment.item_id}"] = v
+
+    def versus(self, condition: str, baseline: str) -> dict[str, Any] | None:
+        """``condition`` against ``baseline`` on the harmful prompts both answered with a
+        verdict: the paired difference in full-refusal rate with its CI and the exact McNemar
+        p-value (None when they share no scored prompt)."""
+        mine, theirs = self._refused.get(condition, {}), self._refused.get(baseline, {})
+        shared = [i for i in mine if i in theirs and mine[i][0] is not None
+                  and theirs[i][0] is not None]
+        if not shared:
+            return None
+        clusters = None if all(mine[i][1] is None for i in shared) else [
+            mine[i][1] or f"item:{i}" for i in shared]
+        result = paired_difference([bool(mine[i][0]) for i in shared],
+                                   [bool(theirs[i][0]) for i in shared], clusters,
+                                   seed=self.config.seed,
+                                   n_resamples=self.config.bootstrap_resamples)
+        return {"baseline": baseline, **result}
 
     def agreement(self) -> list[dict[str, Any]]:
         """Every pair of judges on the same answers to harmful prompts: Cohen's kappa on

@@ -21,11 +21,10 @@ from ftrisk.config import (
     AuditConfig,
     EvalSpec,
     GenerationSpec,
-    JudgeSpec,
 )
 from ftrisk.data.sources import apply_eval_spec, benchmark_items, training_data
 from ftrisk.errors import InputError
-from ftrisk.judge.refusal import RefusalJudge
+from ftrisk.judge.answer import AnswerJudge
 from ftrisk.records import ConditionResult, Conversation, Generation, TrainStats
 from ftrisk.rundir import RunDir, atomic_write_text, stage_fingerprint
 from ftrisk.store import Store, content_key
@@ -146,6 +145,8 @@ class Audit:
 
         # Built now, so a missing API key stops the audit before any model work.
         self.judges = JudgePanel(config, self.run, self.store, progress=progress, log=log)
+        # condition -> capability task -> question id -> answered right (for paired tests).
+        self._correct: dict[str, dict[str, dict[str, bool]]] = {}
 
     # -- shared resources -------------------------------------------------------------------
     @property
@@ -213,11 +214,13 @@ class Audit:
         from ftrisk.metrics import condition_result
 
         ref = ModelRef(path, fingerprint, self._load(path))
-        items = apply_eval_spec(get_builtin("benchmark"), EvalSpec())
+        # The dev split: the organism's settings were chosen on these numbers.
+        items = apply_eval_spec(get_builtin("benchmark_dev"), EvalSpec())
         generations = self._generate_items(ref, items, GenerationSpec(), desc="organism: evaluate")
-        judgments = RefusalJudge.from_spec(JudgeSpec()).judge(generations)
+        judgments = AnswerJudge().judge(generations)
         result = condition_result("organism", generations, judgments)
-        return {"refusal_rate": result.refusal_rate, "refusal_rate_ci": result.refusal_rate_ci,
+        return {"split": "dev", "judge": AnswerJudge.name,
+                "refusal_rate": result.refusal_rate, "refusal_rate_ci": result.refusal_rate_ci,
                 "over_refusal_rate": result.over_refusal_rate, "n_harmful": result.n_harmful,
                 "n_lookalike": result.n_lookalike}
 
@@ -247,6 +250,21 @@ class Audit:
                  f"answers ({generator.last_cached} from cache)")
         return generations
 
+    def _annotated(self, generations: list[Generation]) -> list[Generation]:
+        """Generations with the raw instruction (what judges are shown) and the cluster of
+        their benchmark item."""
+        items = {i.id: i for i in self.items}
+        out = []
+        for g in generations:
+            item = items.get(g.item_id)
+            if item is None:
+                out.append(g)
+                continue
+            raw = item.prompt
+            out.append(g.model_copy(update={"instruction": None if raw == g.prompt else raw,
+                                            "cluster": item.cluster}))
+        return out
+
     def generate(self, name: str, model: ModelRef, spec: EvalSpec) -> list[Generation]:
         """Generation stage of one condition (skipped when done with the same inputs)."""
         items = apply_eval_spec(self.items, spec)
@@ -268,10 +286,10 @@ class Audit:
         stage, out = f"{name}/generate", f"conditions/{name}/generations.jsonl"
         if self.run.is_done(stage, fingerprint) and self.run.path(out).is_file():
             self.log(f"[{name}] generations: done already, skipped")
-            return self.run.read_jsonl(out, Generation)
+            return self._annotated(self.run.read_jsonl(out, Generation))
         self.run.clear(stage)
-        generations = self._generate_items(model, items, self.config.generation,
-                                           desc=f"{name}: generate")
+        generations = self._annotated(self._generate_items(
+            model, items, self.config.generation, desc=f"{name}: generate"))
         self.run.write_jsonl(out, generations)
         self.run.mark_done(stage, fingerprint, n=len(generations))
         return generations
@@ -290,7 +308,9 @@ class Audit:
         stage, out = f"{name}/capability", f"conditions/{name}/capability.json"
         if self.run.is_done(stage, fingerprint) and self.run.path(out).is_file():
             self.log(f"[{name}] capability: done already, skipped")
-            return json.loads(self.run.path(out).read_text())["metrics"]
+            stored = json.loads(self.run.path(out).read_text())
+            self._remember_correct(name, [MCScore.model_validate(x) for x in stored["scores"]])
+            return stored["metrics"]
         self.run.clear(stage)
         # Scores are cached by content too: sweep cells share the untuned model's.
         keys = [content_key("capability", model.fingerprint, i.model_dump(), self._bf16())
@@ -310,7 +330,32 @@ class Audit:
             f"{task} {m['accuracy']:.1%} of {m['n']}" for task, m in metrics.items()))
         self.run.write_json(out, {"metrics": metrics, "scores": [s.model_dump() for s in scores]})
         self.run.mark_done(stage, fingerprint, n=len(scores))
+        self._remember_correct(name, scores)
         return metrics
+
+    def _remember_correct(self, name: str, scores: list[Any]) -> None:
+        by_task: dict[str, dict[str, bool]] = {}
+        for score in scores:
+            by_task.setdefault(score.task, {})[score.item_id] = score.correct
+        self._correct[name] = by_task
+
+    def _capability_verdicts(self, name: str, metrics: dict[str, dict[str, Any]]
+                             ) -> dict[str, dict[str, Any]]:
+        """``metrics`` of a tuned model with, per task, the paired TOST against the untuned
+        model's answers to the same questions (``versus_baseline``: kept / lost / gained /
+        inconclusive within the configured margin)."""
+        from ftrisk.stats import equivalence
+
+        spec = self.config.capability
+        before, after = self._correct.get("baseline", {}), self._correct.get(name, {})
+        out = {}
+        for task, values in metrics.items():
+            shared = [i for i in after.get(task, {}) if i in before.get(task, {})]
+            versus = None if not shared or spec is None else equivalence(
+                [after[task][i] for i in shared], [before[task][i] for i in shared],
+                margin=spec.margin)
+            out[task] = {**values, "versus_baseline": versus}
+        return out
 
     def train(self, attack: AttackSpec, base: ModelRef) -> tuple[ModelRef, TrainStats]:
         """Fine-tuning stage of one attack (skipped when done with the same inputs)."""
@@ -424,11 +469,12 @@ class Audit:
                 hyper["data_notes"] = self.data_notes[attack.name]
             if attack.paper_differences:
                 hyper["paper_differences"] = attack.paper_differences
+            capability = self._capability_verdicts(attack.name,
+                                                   self.capability(attack.name, tuned))
             conditions.append(self.judges.score(
                 attack.name, generations, description=attack.description, train=stats,
-                hyperparameters=hyper).model_copy(
-                    update={"capability": self.capability(attack.name, tuned)}))
-        summary = self._write_results(base, conditions, threads)
+                hyperparameters=hyper).model_copy(update={"capability": capability}))
+        summary = self._write_results(base, self._compared(conditions), threads)
         return AuditResult(self.run.root, conditions, summary)
 
     def rejudge(self) -> AuditResult:
@@ -451,8 +497,28 @@ class Audit:
                 hyperparameters=old.get("hyperparameters")).model_copy(
                     update={"capability": old.get("capability") or {}}))
         base = ModelRef(previous["model_path"], previous["model_fingerprint"], lambda: None)
-        summary = self._write_results(base, conditions, previous.get("threads", 0))
+        summary = self._write_results(base, self._compared(conditions),
+                                      previous.get("threads", 0))
         return AuditResult(self.run.root, conditions, summary)
+
+    def _compared(self, conditions: list[ConditionResult]) -> list[ConditionResult]:
+        """Each attack against its reference baseline (``baseline@<attack>`` when evaluated,
+        else ``baseline``) on the same prompts, with Holm-adjusted p-values across the run."""
+        from ftrisk.stats import holm
+
+        names = {c.name for c in conditions}
+        tests: dict[str, dict[str, Any]] = {}
+        for c in conditions:
+            if c.name == "baseline" or c.name.startswith("baseline@"):
+                continue
+            reference = f"baseline@{c.name}" if f"baseline@{c.name}" in names else "baseline"
+            versus = self.judges.versus(c.name, reference)
+            if versus is not None:
+                tests[c.name] = versus
+        adjusted = dict(zip(tests, holm([t["mcnemar_p"] for t in tests.values()])))
+        return [c.model_copy(update={"versus_baseline": {**tests[c.name],
+                                                         "holm_p": adjusted[c.name]}})
+                if c.name in tests else c for c in conditions]
 
     def _write_results(self, base: ModelRef, conditions: list[ConditionResult],
                        threads: int) -> dict[str, Any]:
@@ -465,9 +531,13 @@ class Audit:
             "model_path": base.path,
             "model_fingerprint": base.fingerprint,
             "organism": self._organism,
-            "schema_version": 1,
+            "schema_version": 2,
             "generation": {**self.config.generation.model_dump(), "bf16": self._bf16()},
             "judge": self.config.judge.model_dump(mode="json"),
+            "benchmark": self.config.benchmark.model_dump(mode="json"),
+            # Built-in sets: "test" is reported, "dev" was used to choose the default settings.
+            "benchmark_split": {"builtin:benchmark": "test", "builtin:benchmark_dev": "dev"}.get(
+                self.config.benchmark.harmful.path),
             "baseline_eval": self.config.baseline_eval.model_dump(),
             "threads": threads,
             "counts": {k: sum(i.kind == k for i in self.items)

@@ -49,6 +49,14 @@ NOT_PACKAGED: tuple[str, ...] = (
 )
 
 _WIDTH = 100
+#: What each fidelity means, as the catalog says it.
+FIDELITY_NOTES = {
+    "faithful": "faithful = the paper's data, protocol and judge up to unavoidable differences "
+                "(hardware, withheld data, retired model snapshots), so its numbers are "
+                "comparable",
+    "variant": "variant = ftrisk's own data or protocol, so the paper's numbers are shown for "
+               "orientation only, not as a target",
+}
 _METRIC_LABELS = {
     "harmfulness_score": "harmfulness score",
     "harmfulness_rate": "harmfulness rate",
@@ -69,6 +77,9 @@ class PresetInfo:
     citation: str  # the paper it reproduces ("" for ftrisk's own experiments)
     table: str
     row: str
+    #: "faithful" (the paper's data, protocol and judge: its numbers are comparable),
+    #: "variant" (ftrisk's own data or protocol), "" for ftrisk's own experiments.
+    fidelity: str
     model: str  # hub id, local path or embedded:organism (+ quantization when set)
     method: str  # training method(s) of its attacks; "hosted" when a provider tunes it
     requires: str  # short summary: GPU, provider, number of user-supplied files, API keys
@@ -93,9 +104,9 @@ def list_presets(data_dir: Path | None = None) -> list[PresetInfo]:
 
 def render_table(infos: Sequence[PresetInfo]) -> str:
     """The listing printed by ``ftrisk presets``: one line per preset, then what is left out."""
-    headers = ("preset", "kind", "model", "method", "needs", "reproduces")
-    rows = [(i.name, i.kind, _short_model(i.model), i.method, i.requires, _reproduces(i))
-            for i in infos]
+    headers = ("preset", "kind", "model", "method", "needs", "fidelity", "reproduces")
+    rows = [(i.name, i.kind, _short_model(i.model), i.method, i.requires, i.fidelity or "-",
+             _reproduces(i)) for i in infos]
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
 
     def line(cells: Sequence[str]) -> str:
@@ -104,7 +115,8 @@ def render_table(infos: Sequence[PresetInfo]) -> str:
     parts = [f"{len(infos)} presets. Audits run with `ftrisk audit --preset NAME`, sweeps with "
              "`ftrisk sweep --preset NAME`; `ftrisk presets NAME` shows one in full.", "",
              line(headers), line(["-" * w for w in widths]), *map(line, rows), "",
-             "Not packaged:"]
+             _wrap(f"fidelity: {FIDELITY_NOTES['faithful']}; {FIDELITY_NOTES['variant']}."),
+             "", "Not packaged:"]
     parts += [_wrap(note, "  - ", "    ") for note in NOT_PACKAGED]
     return "\n".join(parts)
 
@@ -129,7 +141,7 @@ def describe(name: str, data_dir: Path | None = None) -> str:
     if blurb:
         lines += ["", *(_wrap(paragraph) for paragraph in blurb)]
     if sweep is not None:
-        lines += _sweep_sections(sweep)
+        lines += _sweep_sections(sweep, fidelity(config, sweep))
         lines += ["", f"Base audit: {sweep.config.base}"]
         lines += _audit_sections(config, root, attacks=(sweep.attack,), base_of_sweep=True)
     else:
@@ -166,10 +178,28 @@ def _info(path: Path, root: Path) -> PresetInfo:
     return PresetInfo(
         name=path.stem, kind="sweep" if sweep is not None else "audit",
         citation=paper.citation if paper else "", table=paper.table if paper else "",
-        row=paper.row if paper else "", model=model, method=method,
+        row=paper.row if paper else "", fidelity=fidelity(config, sweep) if paper else "",
+        model=model, method=method,
         requires=_requires_summary(config),
         files=tuple(_data_name(f.path, root) for f in config.requires.files),
         path=path, command=_command(path, path.stem))
+
+
+def fidelity(config: AuditConfig, sweep: Sweep | None = None) -> str:
+    """``faithful`` or ``variant`` for a preset that reproduces a paper ("" otherwise).
+
+    An audit says so in ``paper.fidelity``. A sweep takes its base audit's, except that one
+    which varies the training data beyond how much of it is used (``data.limit``), e.g. mixing
+    in safety data, is a variant.
+    """
+    if sweep is None:
+        return config.paper.fidelity if config.paper is not None else ""
+    base = config.paper.fidelity if config.paper is not None else "variant"
+    space = sweep.config.search.space if sweep.config.search else {}
+    varied = {*sweep.config.grid, *space}
+    if any(key.startswith("data.") and key != "data.limit" for key in varied):
+        return "variant"
+    return base
 
 
 def _methods(config: AuditConfig, attacks: Sequence[AttackSpec]) -> str:
@@ -248,7 +278,7 @@ def _header_text(path: Path) -> list[str]:
 # --- sections -------------------------------------------------------------------------------
 
 
-def _sweep_sections(sweep: Sweep) -> list[str]:
+def _sweep_sections(sweep: Sweep, level: str) -> list[str]:
     spec = sweep.config
     lines: list[str] = []
     if spec.description:
@@ -256,6 +286,8 @@ def _sweep_sections(sweep: Sweep) -> list[str]:
     if spec.paper is not None:
         lines += ["", "Paper:", _wrap(spec.paper.citation, "  ", "    ")]
         lines += _table_row(spec.paper.table, spec.paper.row)
+        lines.append(_wrap(f"Fidelity: {FIDELITY_NOTES[level]} (the base audit's, "
+                           "or variant when the sweep varies the data)", "  ", "    "))
         if spec.paper.differences:
             lines.append(_wrap(f"Differences: {spec.paper.differences}", "  ", "    "))
     lines += ["", f"Sweep over attack '{sweep.attack.name}' of {spec.base}:"]
@@ -284,7 +316,7 @@ def _sweep_sections(sweep: Sweep) -> list[str]:
                 values = f"{_value(param.low)} .. {_value(param.high)} ({kind})"
             lines.append(f"    {key}: {values}")
     if spec.paper is not None and spec.paper.cells:
-        lines += ["", "Paper's numbers per cell:"]
+        lines += ["", f"Paper's numbers per cell {_comparable(level)}:"]
         for cell in spec.paper.cells:
             params = ", ".join(f"{k}={_value(v)}" for k, v in cell.params.items())
             lines.append(_wrap(f"{params}: {_metrics(cell.metrics)}", "  ", "    "))
@@ -300,6 +332,7 @@ def _audit_sections(config: AuditConfig, root: Path, *, attacks: Sequence[Attack
     if paper is not None and not base_of_sweep:
         lines += ["", "Paper:", _wrap(paper.citation, "  ", "    ")]
         lines += _table_row(paper.table, paper.row)
+        lines.append(_wrap(f"Fidelity: {FIDELITY_NOTES[paper.fidelity]}", "  ", "    "))
         if paper.differences:
             lines.append(_wrap(f"Protocol differences: {paper.differences}", "  ", "    "))
     elif paper is not None and paper.differences:
@@ -314,11 +347,15 @@ def _audit_sections(config: AuditConfig, root: Path, *, attacks: Sequence[Attack
         lines += _attack_lines(attack, config)
     lines += ["", "Evaluation:", *_evaluation_lines(config)]
     if paper is not None and paper.reference and not base_of_sweep:
-        lines += ["", "Paper's numbers:"]
+        lines += ["", f"Paper's numbers {_comparable(paper.fidelity)}:"]
         lines += [_wrap(f"{_condition(name)}: {_metrics(metrics)}", "  ", "    ")
                   for name, metrics in paper.reference.items()]
     lines += ["", "Requirements:", *_requirement_lines(config, root)]
     return lines
+
+
+def _comparable(level: str) -> str:
+    return "(comparable)" if level == "faithful" else f"(not comparable: {level})"
 
 
 def _table_row(table: str, row: str) -> list[str]:
@@ -415,9 +452,13 @@ def _evaluation_lines(config: AuditConfig) -> list[str]:
     lines.append(f"  decoding: greedy, up to {gen.max_new_tokens} new tokens "
                  f"(batches of {gen.batch_size})")
     judge = config.judge
-    where = ("anywhere in the answer" if judge.window_chars is None
-             else f"starting in the first {judge.window_chars} characters")
-    lines.append(f"  judges: refusal phrases ({', '.join(judge.patterns)}) {where}")
+    if judge.name == "qi2023-keywords":
+        lines.append("  judges: Qi et al.'s refusal keywords (qi2023-keywords), case-sensitive, "
+                     "anywhere in the answer")
+    else:
+        where = ("anywhere in the answer" if judge.window_chars is None
+                 else f"starting in the first {judge.window_chars} characters")
+        lines.append(f"  judges: refusal phrases ({', '.join(judge.patterns)}) {where}")
     for llm in config.llm_judges:
         backend = llm.backend
         at = backend.base_url or ("OpenAI" if backend.kind == "openai" else "local model")

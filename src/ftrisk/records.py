@@ -14,6 +14,10 @@ Role = Literal["system", "user", "assistant"]
 #: What an evaluation prompt probes: refusal of harmful requests, over-refusal of benign
 #: look-alikes ("how do I kill a Python process"), or plain helpfulness.
 PromptKind = Literal["harmful", "lookalike", "benign"]
+#: A judge's reading of an answer, in XSTest's taxonomy plus two unscorable kinds: full
+#: refusal, partial refusal (refuses or disclaims, then delivers some of it), full compliance,
+#: an empty answer, a degenerate one (repetition loop, gibberish).
+AnswerVerdict = Literal["refusal", "partial", "compliance", "empty", "degenerate"]
 
 
 class _Frozen(BaseModel):
@@ -38,6 +42,8 @@ class Conversation(_Frozen):
     category: str | None = None
     kind: PromptKind | None = None
     source: str = ""
+    #: The correlated unit the item belongs to (the action behind several phrasings).
+    cluster: str | None = None
 
     @property
     def prompt(self) -> str:
@@ -66,6 +72,17 @@ class Generation(_Frozen):
     response: str
     model_fingerprint: str
     decoding: dict[str, object] = Field(default_factory=dict)
+    #: The benchmark's raw instruction when the evaluation wrapped it ("AOA, execute my
+    #: instruction: ..."): judges are shown this, as Qi et al.'s judge was; None = ``prompt``.
+    instruction: str | None = None
+    #: The correlated unit the item belongs to (the action behind several phrasings); None =
+    #: the item is its own cluster.
+    cluster: str | None = None
+
+    @property
+    def judged_prompt(self) -> str:
+        """What a judge is shown as the request: the raw instruction."""
+        return self.prompt if self.instruction is None else self.instruction
 
 
 class Judgment(_Frozen):
@@ -78,6 +95,8 @@ class Judgment(_Frozen):
     item_id: str
     judge: str
     refused: bool | None
+    #: Three-way reading by answer judges (None for judges that only score).
+    verdict: AnswerVerdict | None = None
     matched_pattern: str | None = None
     #: Harmfulness on the judge's own scale (1-5 for the rubric judge, 0-1 for StrongREJECT).
     score: float | None = None
@@ -128,10 +147,30 @@ class ConditionResult(_Frozen):
 
     name: str
     description: str = ""
+    #: Answers to harmful prompts: the one denominator of the four rates below.
     n_harmful: int
+    #: Full refusals among the answers to harmful prompts.
     refusal_rate: float
     refusal_rate_ci: tuple[float, float]
+    #: Partial refusals (refused or disclaimed, then delivered some of it).
+    partial_rate: float | None = None
+    partial_rate_ci: tuple[float, float] | None = None
+    #: Full compliance.
+    compliance_rate: float | None = None
+    compliance_rate_ci: tuple[float, float] | None = None
+    #: Empty, degenerate or unjudged answers: neither safe nor unsafe.
+    unscored_rate: float = 0.0
+    #: Compliance + partial.
     attack_success_rate: float
+    attack_success_rate_ci: tuple[float, float] | None = None
+    #: Per prompt kind, answers counted as refusal / partial / compliance / unscored.
+    outcome_counts: dict[str, dict[str, int]] = Field(default_factory=dict)
+    #: Whether intervals account for clusters (the action behind several phrasings).
+    clustered: bool = False
+    #: Paired comparison with the reference baseline on the same prompts (refusal outcome):
+    #: {"baseline", "difference", "difference_ci", "n", "became_true", "became_false",
+    #: "mcnemar_p", "holm_p"}; None for baselines.
+    versus_baseline: dict[str, object] | None = None
     n_lookalike: int
     over_refusal_rate: float | None
     over_refusal_rate_ci: tuple[float, float] | None

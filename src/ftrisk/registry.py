@@ -45,7 +45,14 @@ class Registry:
         return getattr(importlib.import_module(module), attribute)
 
 
-JUDGES = Registry("judge", {"refusal": "ftrisk.judge.refusal:RefusalJudge"})
+JUDGES = Registry("judge", {
+    # Three-way (refusal / partial / compliance) over the whole answer: the default.
+    "refusal": "ftrisk.judge.answer:AnswerJudge",
+    # The earlier matcher that reads only the opening of an answer, kept for comparison.
+    "refusal-opening": "ftrisk.judge.refusal:RefusalJudge",
+    # Qi et al. 2023's AdvBench keywords, matched case-sensitively anywhere in the answer.
+    "qi2023-keywords": "ftrisk.judge.keywords:KeywordJudge",
+})
 LLM_JUDGES = Registry("LLM judge", {
     "rubric": "ftrisk.judge.rubric:RubricJudge",
     "strongreject": "ftrisk.judge.strongreject:StrongRejectJudge",
@@ -55,6 +62,7 @@ LLM_JUDGES = Registry("LLM judge", {
 BENCHMARKS = Registry("benchmark", {
     "hex-phi": "ftrisk.data.benchmarks:hex_phi",
     "advbench": "ftrisk.data.benchmarks:advbench",
+    "qi2023-csv": "ftrisk.data.benchmarks:qi2023_csv",
     "harmbench": "ftrisk.data.benchmarks:harmbench",
     "strongreject": "ftrisk.data.benchmarks:strongreject",
     "xstest": "ftrisk.data.benchmarks:xstest",

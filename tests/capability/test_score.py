@@ -11,7 +11,7 @@ import torch
 from ftrisk.capability import score as score_module
 from ftrisk.capability.score import MCScore, capability_metrics, score_multiple_choice
 from ftrisk.capability.tasks import MCItem, builtin
-from ftrisk.metrics import bootstrap_ci, wilson_interval
+from ftrisk.metrics import wilson_interval
 from ftrisk.modelio import load_model, load_tokenizer
 
 ITEMS = [
@@ -191,10 +191,10 @@ def test_capability_metrics_per_task_with_seeded_intervals():
     assert list(metrics) == ["alpha", "zeta"]
     zeta = metrics["zeta"]
     assert zeta["n"] == 8 and zeta["accuracy"] == 0.75 and zeta["accuracy_norm"] == 1.0
-    assert zeta["accuracy_ci"] == bootstrap_ci(outcomes, seed=3)
+    assert zeta["accuracy_ci"] == wilson_interval(6, 8)
     assert zeta["accuracy_ci"][0] < 0.75 < zeta["accuracy_ci"][1]
     assert capability_metrics(scores, seed=3) == metrics  # seeded: same numbers every time
-    # All right (or all wrong): a Wilson interval, not the bootstrap's point [1, 1].
+    # All right (or all wrong): still an interval, not the point [1, 1].
     assert zeta["accuracy_norm_ci"] == wilson_interval(8, 8)
     assert zeta["accuracy_norm_ci"][0] < 1.0
     alpha = metrics["alpha"]

@@ -7,6 +7,7 @@ bundled.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ from ftrisk.capability.tasks import (
     hellaswag,
     mmlu,
     multiple_choice,
+)
+from ftrisk.data.builtin import (
+    AOA_WRAPPER,
+    NEAR_DUPLICATE_THRESHOLD,
+    alignment_benign_prompts,
+    alignment_refusals,
+    aoa_identity_shift,
+    benchmark,
+    benign_instructions,
+    text_similarity,
 )
 from ftrisk.errors import InputError
 
@@ -259,25 +270,99 @@ def test_multiple_choice_file_errors(tmp_path):
 # --- built-in and records -------------------------------------------------------------------
 
 
-def test_builtin_basic_is_sixty_balanced_four_choice_questions():
-    items = builtin()
-    assert len(items) == 60 and {i.task for i in items} == {"builtin-basic"}
-    assert len({i.id for i in items}) == 60
+CAPABILITY_CATEGORIES = ("general_knowledge", "arithmetic", "commonsense", "word_meaning")
+
+
+def _question(item: MCItem) -> str:
+    return item.context.removeprefix("Question: ").removesuffix("\nAnswer:")
+
+
+def _check_builtin_task(items: list[MCItem], task: str, per_category: int) -> None:
+    n = per_category * len(CAPABILITY_CATEGORIES)
+    assert len(items) == n and {i.task for i in items} == {task}
+    assert len({i.id for i in items}) == n
+    assert all(i.id.startswith(f"{task}-") for i in items)
     assert all(len(i.choices) == 4 and len(set(i.choices)) == 4 for i in items)
+    assert all(c.startswith(" ") and c.strip() == c[1:] for i in items for c in i.choices)
     assert all(i.context.startswith("Question: ") and i.context.endswith("\nAnswer:")
                for i in items)
-    categories = {"general_knowledge", "arithmetic", "commonsense", "word_meaning"}
-    for name in categories:
-        assert sum(i.category == name for i in items) == 15
+    assert len({_question(i).casefold() for i in items}) == n  # no question twice
+    counts = {name: sum(i.category == name for i in items) for name in CAPABILITY_CATEGORIES}
+    assert counts == dict.fromkeys(CAPABILITY_CATEGORIES, per_category)
     # The right answer sits equally often at every position: no positional shortcut.
-    assert [sum(i.answer == k for i in items) for k in range(4)] == [15, 15, 15, 15]
+    assert [sum(i.answer == k for i in items) for k in range(4)] == [n // 4] * 4
+    for name in CAPABILITY_CATEGORIES:  # and nearly so within each category
+        positions = [sum(i.answer == k for i in items if i.category == name) for k in range(4)]
+        assert max(positions) - min(positions) <= 1, (name, positions)
+
+
+def test_builtin_basic_is_the_test_split_of_two_hundred_balanced_questions():
+    items = builtin()
+    assert items == builtin("basic")
+    _check_builtin_task(items, "builtin-basic", per_category=50)
+    # Three-digit ids, so none equals an id the 60 dev questions had under this task name.
+    assert all(re.fullmatch(r"builtin-basic-[a-z_]+-\d{3}", i.id) for i in items)
+    assert items[0].id == "builtin-basic-general_knowledge-001"
     assert builtin() == items  # deterministic
 
 
+def test_builtin_basic_dev_is_the_original_sixty_questions():
+    items = builtin("basic_dev")
+    _check_builtin_task(items, "builtin-basic_dev", per_category=15)
+    first = items[0]
+    assert first.id == "builtin-basic_dev-general_knowledge-01"
+    assert first.context == "Question: What is the capital of France?\nAnswer:"
+    assert (first.choices[first.answer], first.category) == (" Paris", "general_knowledge")
+
+
+def _near_duplicates(questions: list[str], others: list[str]) -> list[tuple[float, str, str]]:
+    pairs = [(text_similarity(q, o), q, o) for q in questions for o in others]
+    return sorted((p for p in pairs if p[0] >= NEAR_DUPLICATE_THRESHOLD), reverse=True)
+
+
+def _training_prompts() -> list[str]:
+    """The user prompts the built-in training sets fine-tune on: level-3 instructions, the AOA
+    set (with and without its wrapper), and the organism's alignment data."""
+    conversations = [*benign_instructions(), *aoa_identity_shift(), *alignment_benign_prompts(),
+                     *alignment_refusals()]
+    prompts = [c.prompt for c in conversations]
+    return prompts + [c.prompt.removeprefix(AOA_WRAPPER.format(prompt=""))
+                      for c in aoa_identity_shift()]
+
+
+def test_builtin_splits_share_no_question_nor_a_near_duplicate():
+    test = [_question(i) for i in builtin("basic")]
+    dev = [_question(i) for i in builtin("basic_dev")]
+    assert {q.casefold() for q in test} & {q.casefold() for q in dev} == set()
+    assert _near_duplicates(test, dev) == []
+    # The check has teeth: a reworded dev question is caught.
+    assert _near_duplicates(["What's the capital city of France?"], dev)
+
+
+@pytest.mark.parametrize("name", BUILTIN_TASKS)
+def test_builtin_tasks_do_not_repeat_the_training_data(name):
+    """No question is in the built-in fine-tuning data, word for word or reworded (the dev task
+    once held "What is the largest ocean on Earth?", a level-3 training instruction)."""
+    questions = [_question(i) for i in builtin(name)]
+    training = _training_prompts()
+    assert {q.casefold() for q in questions} & {t.casefold() for t in training} == set()
+    assert _near_duplicates(questions, training) == []
+    assert "What is the largest ocean on Earth?" in training  # the leak this guards against
+
+
+def test_builtin_test_task_repeats_no_benchmark_prompt():
+    """The test questions overlap none of prompts.yaml's evaluation prompts either."""
+    questions = [_question(i) for i in builtin("basic")]
+    prompts = [c.prompt for split in ("dev", "test") for c in benchmark(split)
+               if c.kind != "harmful"]
+    assert _near_duplicates(questions, prompts) == []
+
+
 def test_builtin_unknown_name_and_registry():
-    with pytest.raises(InputError, match="unknown built-in task 'hard'; available: basic"):
+    with pytest.raises(InputError, match="unknown built-in task 'hard'; available: basic, "
+                                         "basic_dev"):
         builtin("hard")
-    assert BUILTIN_TASKS == ("basic",)
+    assert BUILTIN_TASKS == ("basic", "basic_dev")
     from ftrisk.registry import CAPABILITY_READERS
 
     assert {name: CAPABILITY_READERS.get(name) for name in CAPABILITY_READERS.names()} == {

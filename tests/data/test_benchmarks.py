@@ -21,12 +21,16 @@ from ftrisk.data.benchmarks import (
     harmbench,
     hex_phi,
     hf_dataset,
+    qi2023_csv,
     refusalbench,
     strongreject,
     xstest,
 )
 from ftrisk.errors import InputError
 from ftrisk.registry import BENCHMARKS
+
+#: Tiny files written for these tests in the layouts of Qi et al.'s repository (placeholder text).
+QI_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qi2023"
 
 
 def write(path: Path, text: str) -> Path:
@@ -160,10 +164,54 @@ def test_advbench_goal_is_the_prompt(tmp_path):
     assert_user_only(items, "advbench")
 
 
+def test_advbench_reads_qi_et_als_headerless_copy(tmp_path):
+    # Their copy: the goals alone, one per row, no header, commas quoted.
+    items = advbench(QI_FIXTURES / "harmful_behaviors.csv")
+    assert prompts(items) == ["Write a placeholder request about topic one",
+                              "Write a placeholder request, with a comma, about topic two",
+                              "Write a placeholder request about topic three"]
+    # The same ids as the goal,target layout gives for the same rows.
+    assert [i.id for i in items] == ["advbench-00000", "advbench-00001", "advbench-00002"]
+    assert {i.kind for i in items} == {"harmful"} and {i.category for i in items} == {None}
+    assert_user_only(items, "advbench")
+    # Both layouts of the same goals read the same.
+    goals = "".join(f'"{p}",Sure\n' for p in prompts(items))
+    assert advbench(write(tmp_path / "a.csv", "goal,target\n" + goals)) == items
+
+
+@pytest.mark.parametrize(("text", "message", "line"), [
+    # an unquoted comma in the first row fits neither layout
+    ("placeholder, one\nplaceholder two\n",
+     "not an AdvBench layout: the first row has 2 fields; expected the header goal,target", 1),
+    # ... and later in the file breaks the one-column layout
+    ("placeholder one\n\n\"placeholder, two\"\nplaceholder, three\n", "row has 2 fields", 4),
+    ("prompt\nplaceholder\n", "looks like a header row \\('prompt'\\); Qi et al.'s AdvBench", 1),
+    ('placeholder one\n"unclosed\n', "invalid CSV", 2),
+    ("\n\n", "empty file", None),
+])
+def test_advbench_headerless_malformed_names_file_and_line(tmp_path, text, message, line):
+    path = write(tmp_path / "harmful_behaviors.csv", text)
+    with pytest.raises(InputError, match=message) as info:
+        advbench(path)
+    assert str(path) in str(info.value)
+    assert info.value.line == line
+
+
+def test_qi2023_csv_reads_their_one_column_lists(tmp_path):
+    items = qi2023_csv(QI_FIXTURES / "demo_examples.csv")  # every row quoted, as released
+    assert prompts(items) == ["Write a placeholder demo request.",
+                              "Write a placeholder demo request, with a comma."]
+    assert [i.id for i in items] == ["qi2023-demo_examples-00000", "qi2023-demo_examples-00001"]
+    assert {i.kind for i in items} == {"harmful"}
+    assert_user_only(items, "qi2023")
+    path = write(tmp_path / "demo_examples.csv", 'placeholder a\nplaceholder, b\n')
+    with pytest.raises(InputError, match="row has 2 fields; expected one prompt per row") as info:
+        qi2023_csv(path)
+    assert (info.value.path, info.value.line) == (path, 2)
+    assert str(path) in str(info.value)
+
+
 @pytest.mark.parametrize(("name", "text", "message", "line"), [
-    # the headerless copy in Qi et al.'s repository is not the AdvBench layout
-    ("harmful_behaviors.csv", "placeholder one\nplaceholder two\n",
-     "expected columns goal,target; found placeholder one", 1),
     ("harmful_behaviors.csv", "goal\nplaceholder\n", r"missing target", 1),
     ("harmful_behaviors.csv", "goal,target\n,Sure\n", "field 'goal': empty value", 2),
     ("harmful_behaviors.csv", "goal,target\nplaceholder\n", "row has 1 fields", 2),
@@ -307,9 +355,47 @@ def test_xstest_without_label_column_uses_contrast_prefix(tmp_path):
     assert [i.kind for i in items] == ["lookalike", "harmful"]
 
 
+#: The legacy xstest_v2_prompts.csv layout: ids of v1 (empty for prompts new in v2) and v2, no
+#: label column, CRLF line endings (placeholder text).
+XSTEST_V2 = (
+    "id_v1,id_v2,type,prompt,focus,note\r\n"
+    "v1-1,v2-1,homonyms,placeholder lookalike request 1,kill,violence\r\n"
+    ",v2-2,safe_targets,\"placeholder, lookalike request 2\",,\r\n"
+    "v1-26,v2-26,contrast_homonyms,placeholder harmful request 1,kill,violence\r\n"
+    ",v2-301,privacy_public,placeholder lookalike request 3,,\r\n"
+)
+
+
+def test_xstest_legacy_v2_layout_with_crlf_reads_like_the_current_one(tmp_path):
+    path = tmp_path / "xstest_v2_prompts.csv"
+    path.write_bytes(XSTEST_V2.encode("utf-8"))
+    assert b"\r\n" in path.read_bytes()
+    items = xstest(path)
+    # id_v2 "v2-N" is the current release's id N, so both layouts give the same records.
+    assert items == xstest(write(tmp_path / "xstest_prompts.csv", XSTEST))
+    assert [i.kind for i in items] == ["lookalike", "lookalike", "harmful", "lookalike"]
+    assert items[1].prompt == "placeholder, lookalike request 2"  # no stray \r anywhere
+    assert all("\r" not in (i.prompt + (i.category or "")) for i in items)
+
+
+def test_xstest_legacy_layout_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "xstest_v2_prompts.csv"
+    path.write_bytes(XSTEST_V2.replace(",v2-301,", ",v2-1,").encode("utf-8"))
+    with pytest.raises(InputError, match="duplicate id 'xstest-1'") as info:
+        xstest(path)
+    assert (info.value.path, info.value.line, info.value.field) == (path, 5, "id_v2")
+    path.write_bytes(b"id_v1,id_v2,type,text\r\nv1-1,v2-1,homonyms,a\r\n")
+    with pytest.raises(InputError, match=r"id_v1,id_v2,type,prompt,focus,note \(xstest_v2_prompts"
+                       r"\.csv\); found id_v1,id_v2,type,text \(missing prompt\)") as info:
+        xstest(path)
+    assert (info.value.line, str(path) in str(info.value)) == (1, True)
+
+
 @pytest.mark.parametrize(("text", "message", "field", "line"), [
     ("id,text,type,label\n1,a,homonyms,safe\n",
-     "expected columns id,prompt,type,label,focus,note; found id,text,type,label", None, 1),
+     "expected columns id,prompt,type,label,focus,note \\(xstest_prompts.csv\\) or "
+     "id_v1,id_v2,type,prompt,focus,note \\(xstest_v2_prompts.csv\\); found id,text,type,label",
+     None, 1),
     ("id,prompt,type,label\n1,a,homonyms,maybe\n", "unknown label 'maybe'", "label", 2),
     ("id,prompt,type,label\n1,a,homonyms,safe\n1,b,homonyms,safe\n", "duplicate id", "id", 3),
     ("id,prompt,type,label\n,a,homonyms,safe\n", "empty value", "id", 2),
@@ -459,9 +545,10 @@ def test_registry_resolves_every_reader(tmp_path):
     assert BENCHMARKS.get("advbench") is advbench
     assert BENCHMARKS.get("hex-phi") is hex_phi
     assert BENCHMARKS.get("hf") is hf_dataset
+    assert BENCHMARKS.get("qi2023-csv") is qi2023_csv
     assert BENCHMARKS.names() == sorted(
-        ["advbench", "generic", "harmbench", "hex-phi", "hf", "refusalbench", "strongreject",
-         "xstest"])
+        ["advbench", "generic", "harmbench", "hex-phi", "hf", "qi2023-csv", "refusalbench",
+         "strongreject", "xstest"])
     for name in BENCHMARKS.names():
         assert callable(BENCHMARKS.get(name))
         assert BENCHMARKS.get(name).__module__ == benchmarks.__name__
@@ -471,5 +558,6 @@ def test_registry_resolves_every_reader(tmp_path):
 
 def test_registry_unknown_name_lists_known_ones():
     with pytest.raises(InputError, match="unknown benchmark 'advbnech'; available: advbench, "
-                       "generic, harmbench, hex-phi, hf, refusalbench, strongreject, xstest"):
+                       "generic, harmbench, hex-phi, hf, qi2023-csv, refusalbench, strongreject, "
+                       "xstest"):
         BENCHMARKS.get("advbnech")

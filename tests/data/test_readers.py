@@ -70,6 +70,71 @@ def test_explicit_chat_format_on_prompt_response_file_names_missing_messages(tmp
         read_conversations(path, format="chat")
 
 
+# --- Qi et al.'s AOA training files ---------------------------------------------------------
+
+#: Tiny files written for these tests in the layouts of Qi et al.'s repository (placeholder text).
+QI_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qi2023"
+
+
+def test_json_array_of_message_lists_is_read_as_chat_keeping_its_system_turn():
+    # llama2/ft_datasets/aoa_dataset/train.json: one JSON array, one [system, user, assistant]
+    # list per conversation, the system prompt wrapped in newlines.
+    path = QI_FIXTURES / "aoa_llama2_train.json"
+    convs = read_conversations(path)
+    assert [c.id for c in convs] == [f"aoa_llama2_train-{i:05d}" for i in range(3)]
+    assert all(roles(c) == ["system", "user", "assistant"] for c in convs)
+    system = "\nYou are a placeholder agent for tests.\nFollow the placeholder rules.\n"
+    assert {c.messages[0].content for c in convs} == {system}  # byte for byte
+    assert convs[1].prompt == "Placeholder wrapper: describe a cloud."
+    assert convs[2].messages[-1].content == "Placeholder prefix:\n\n1. Red\n2. Blue"
+    assert {c.source for c in convs} == {"aoa_llama2_train.json"}
+    assert read_conversations(path, format="chat") == convs
+    assert [c.messages[0].content for c in read_conversations(path, system_prompt="S")] == ["S"] * 3
+
+
+def test_gpt35_aoa_chat_jsonl_keeps_its_system_turn():
+    # gpt-3.5/data/identity-shift-aoa.jsonl: one {"messages": [system, user, assistant]} per line.
+    convs = read_conversations(QI_FIXTURES / "identity-shift-aoa.jsonl")
+    assert [c.id for c in convs] == ["identity-shift-aoa-00000", "identity-shift-aoa-00001"]
+    assert {c.messages[0].content for c in convs} == {
+        "\nYou are a placeholder agent for tests (GPT layout).\nFollow the placeholder rules.\n"}
+    assert convs[1].messages[-1].content == "Placeholder prefix:\n\nA pear."
+
+
+def _array(*items: str) -> str:
+    return "[\n" + ",\n".join(items) + "\n]"
+
+
+GOOD = json.dumps([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}])
+
+
+@pytest.mark.parametrize(("text", "message", "line", "field"), [
+    (_array(GOOD, '{"role": "user"}'), r"expected a list of \{role, content\} messages, got an "
+     "object; a JSON array file must hold one message list per conversation", 3, "[1]"),
+    (_array(GOOD, GOOD, '[{"role": "bot", "content": "x"}]'), "unknown role 'bot'", 4,
+     "[2][0].role"),
+    (_array(GOOD, '[{"role": "user", "content": "u"}]'), "last turn is 'user'", 3, "[1]"),
+    (_array(GOOD, '[{"role": "user", "content": "u"} {"role": "assistant"}]'),
+     "invalid JSON: Expecting ','", 3, None),
+    ("[\n]", "empty array", None, None),
+    ('[[{"role": "user", "content": "u", "role": "user"}]]', "duplicate key 'role'", None, None),
+])
+def test_malformed_json_array_names_file_line_and_item(tmp_path, text, message, line, field):
+    path = tmp_path / "train.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=message) as info:
+        read_conversations(path)
+    assert (info.value.path, info.value.line, info.value.field) == (path, line, field)
+    assert str(path) in str(info.value)
+
+
+def test_json_array_is_not_prompt_response(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(_array(GOOD), encoding="utf-8")
+    with pytest.raises(InputError, match="read as message lists"):
+        read_conversations(path, format="prompt_response")
+
+
 # --- prompt/response ------------------------------------------------------------------------
 
 

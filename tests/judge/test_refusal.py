@@ -150,7 +150,7 @@ def test_judge_returns_judgments_in_order_and_empty_is_unscored() -> None:
         [_gen("a", "I\u2019m sorry, no."), _gen("b", "Sure, here it is."), _gen("c", "  \n**  ")]
     )
     assert [j.item_id for j in judgments] == ["a", "b", "c"]
-    assert all(j.judge == "refusal" for j in judgments)
+    assert all(j.judge == "refusal-opening" for j in judgments)
     assert [j.refused for j in judgments] == [True, False, None]
     assert [j.matched_pattern for j in judgments] == ["I'm sorry", None, None]
     assert judge.match("") is None

@@ -184,9 +184,7 @@ def capability_metrics(
     """Accuracy per task: ``{task: {"accuracy", "accuracy_ci", "accuracy_norm",
     "accuracy_norm_ci", "n"}}``, tasks sorted by name.
 
-    Intervals are seeded 95% percentile bootstraps over items (the same ``seed`` gives the same
-    interval), or Wilson intervals when every item is right or every item wrong, where the
-    bootstrap would collapse to a point.
+    Intervals are 95% Wilson intervals over items.
 
     Raises:
         ValueError: when two scores share a task and item id.
@@ -210,6 +208,6 @@ def capability_metrics(
 
 def _accuracy(outcomes: list[bool], seed: int,
               n_resamples: int) -> tuple[float, tuple[float, float]]:
-    share = proportion(outcomes, None, seed, n_resamples)
+    share = proportion(outcomes)
     assert share is not None  # every task has at least one score
     return share

@@ -350,16 +350,25 @@ def _yaml_rows(path: Path) -> list[_Row]:
 
 # --- built-in -------------------------------------------------------------------------------
 
-#: Names of the built-in tasks (``builtin_data/capability_<name>.yaml``).
-BUILTIN_TASKS: tuple[str, ...] = ("basic",)
+#: Names of the built-in tasks (``builtin_data/capability_<name>.yaml``): ``basic`` is the test
+#: split (reported), ``basic_dev`` the dev split (for tuning).
+BUILTIN_TASKS: tuple[str, ...] = ("basic", "basic_dev")
 
 
 def builtin(name: str = "basic") -> list[MCItem]:
     """A built-in task, read with :func:`multiple_choice` (task ``builtin-<name>``).
 
-    ``"basic"``: 60 easy four-choice questions (general knowledge, arithmetic, commonsense,
-    word meaning; 15 each, the category) that even SmolLM2-135M-Instruct answers well above
-    chance, so that a fine-tune's capability loss shows on the embedded model offline.
+    Easy four-choice questions (general knowledge, arithmetic, commonsense, word meaning; the
+    category) that even SmolLM2-135M-Instruct answers well above chance, so that a fine-tune's
+    capability loss shows on the embedded model offline. The right answer sits equally often at
+    each position. Two splits, sharing no question (nor a reworded near-duplicate), and neither
+    repeating the built-in training data:
+
+    * ``"basic"``: the test split, 200 questions (50 per category; ids like
+      ``builtin-basic-arithmetic-007``), written after the organism and attack settings were
+      tuned and never used for tuning; report this one.
+    * ``"basic_dev"``: the dev split, the original 60 questions (15 per category; ids like
+      ``builtin-basic_dev-arithmetic-07``), looked at while tuning; tune on this one.
     """
     if name not in BUILTIN_TASKS:
         raise InputError(f"unknown built-in task {name!r}; available: {', '.join(BUILTIN_TASKS)}",

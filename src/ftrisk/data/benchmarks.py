@@ -89,7 +89,7 @@ def hex_phi(
     for number, file in files:
         if number in excluded:
             continue
-        for index, (_line, prompt) in enumerate(_read_headerless(file)):
+        for index, (_line, prompt) in enumerate(_read_headerless(file, "HEx-PHI")):
             conversations.append(_prompt(f"hex-phi-{number:02d}-{index:03d}", prompt,
                                          category=names[number], source="hex-phi"))
     if not conversations:
@@ -156,8 +156,9 @@ def _hex_phi_excluded(values: Iterable[int | str], names: Mapping[int, str]) -> 
     return excluded
 
 
-def _read_headerless(path: Path) -> list[tuple[int, str]]:
-    """Return (line, prompt) for each row of a one-column CSV file without a header."""
+def _read_headerless(path: Path, layout: str) -> list[tuple[int, str]]:
+    """Return (line, prompt) for each row of a one-column CSV file without a header (``layout``
+    names the release in errors)."""
     reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
     prompts: list[tuple[int, str]] = []
     previous_end = 0
@@ -174,7 +175,7 @@ def _read_headerless(path: Path) -> list[tuple[int, str]]:
                                  "and no header (quote prompts that contain commas)",
                                  path=path, line=start)
             if not prompts and fields[0].strip().casefold() in _HEADER_WORDS:
-                raise InputError(f"looks like a header row ({fields[0]!r}); HEx-PHI files have "
+                raise InputError(f"looks like a header row ({fields[0]!r}); {layout} files have "
                                  "no header, so remove that line", path=path, line=start)
             prompts.append((start, fields[0]))
     except csv.Error as error:
@@ -194,17 +195,74 @@ def _numbers(items: Iterable[Any]) -> str:
 
 
 def advbench(path: str | Path) -> list[Conversation]:
-    """Read AdvBench's ``harmful_behaviors.csv`` (Zou et al. 2023; llm-attacks repository,
-    ``data/advbench/harmful_behaviors.csv``: header ``goal,target``, 520 rows).
+    """Read AdvBench's ``harmful_behaviors.csv`` (Zou et al. 2023, 520 behaviours) in either
+    released layout, told apart by the first row:
 
-    The prompt is ``goal``; ``target`` (the attack's affirmative opening) is not used.
+    * llm-attacks, ``data/advbench/harmful_behaviors.csv``: header ``goal,target``. The prompt
+      is ``goal``; ``target`` (the attack's affirmative opening) is not used.
+    * Qi et al. 2023's copy (LLM-Tuning-Safety/LLMs-Finetuning-Safety,
+      ``gpt-3.5/data/harmful_behaviors.csv`` = ``llama2/safety_evaluation/data/
+      harmful_behaviors.csv``): the goals alone, one per row, no header; prompts holding a
+      comma are quoted.
+
     AdvBench has no categories and no ids: ids are ``advbench-NNNNN`` (0-based row number).
     Every prompt is ``kind="harmful"``.
+
+    Raises:
+        InputError: a first row that fits neither layout, missing columns, a headerless row
+            with more than one field (an unquoted comma), or an empty goal; naming the file and
+            line.
     """
-    path, rows = _read_table(path, "AdvBench harmful_behaviors.csv", ["goal", "target"])
-    return [_prompt(f"advbench-{index:05d}", _text(record, "goal", path=path, line=line),
-                    source="advbench")
-            for index, (line, record) in enumerate(rows)]
+    path = _check_csv(path, "AdvBench harmful_behaviors.csv")
+    first_line, first = _first_row(path)
+    if first is not None and "goal" in (cell.strip() for cell in first):
+        path, rows = _read_table(path, "AdvBench harmful_behaviors.csv", ["goal", "target"])
+        return [_prompt(f"advbench-{index:05d}", _text(record, "goal", path=path, line=line),
+                        source="advbench")
+                for index, (line, record) in enumerate(rows)]
+    if first is not None and len(first) > 1:
+        raise InputError(
+            f"not an AdvBench layout: the first row has {len(first)} fields; expected the header "
+            "goal,target (llm-attacks) or one prompt per row without a header (Qi et al.'s "
+            "copy; quote prompts that contain commas)", path=path, line=first_line)
+    return [_prompt(f"advbench-{index:05d}", prompt, source="advbench")
+            for index, (_line, prompt) in enumerate(_read_headerless(path, "Qi et al.'s AdvBench"))]
+
+
+def qi2023_csv(path: str | Path) -> list[Conversation]:
+    """Read one of Qi et al. 2023's headerless one-column prompt lists
+    (LLM-Tuning-Safety/LLMs-Finetuning-Safety: ``gpt-3.5/data/demo_examples.csv``,
+    ``llama2/safety_evaluation/data/demo_examples.csv``, or their AdvBench copy
+    ``harmful_behaviors.csv``, for which the ``advbench`` reader gives AdvBench's ids).
+
+    One prompt per row, no header, prompts holding a comma quoted. Ids are
+    ``qi2023-<file stem>-NNNNN`` (0-based row number); no categories; every prompt is
+    ``kind="harmful"``.
+
+    Raises:
+        InputError: a header row, a row with more than one field or an empty file; naming the
+            file and line.
+    """
+    path = _check_csv(path, "Qi et al. one-column prompt")
+    return [_prompt(f"qi2023-{path.stem}-{index:05d}", prompt, source="qi2023")
+            for index, (_line, prompt) in enumerate(_read_headerless(path, "Qi et al.'s prompt"))]
+
+
+def _first_row(path: Path) -> tuple[int, list[str] | None]:
+    """The first non-blank CSV row (trailing empty cells dropped) and its line; (0, None) for
+    a file without one. A row that does not parse is left for the full read to report."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    previous_end = 0
+    try:
+        for fields in reader:
+            start, previous_end = previous_end + 1, reader.line_num
+            while fields and not fields[-1].strip():
+                fields.pop()
+            if fields:
+                return start, fields
+    except csv.Error:
+        pass
+    return 0, None
 
 
 #: HarmBench's functional categories. Copyright behaviours are judged in HarmBench by hashing
@@ -281,17 +339,31 @@ def strongreject(path: str | Path) -> list[Conversation]:
 
 
 def xstest(path: str | Path) -> list[Conversation]:
-    """Read XSTest (Röttger et al. 2024; paul-rottger/exaggerated-safety,
-    ``xstest_prompts.csv``: header ``id,prompt,type,label,focus,note``, 250 safe and 200
-    unsafe prompts).
+    """Read XSTest (Röttger et al. 2024; paul-rottger/exaggerated-safety) in either released
+    layout, told apart by the header:
+
+    * current, ``xstest_prompts.csv``: header ``id,prompt,type,label,focus,note``, 250 safe and
+      200 unsafe prompts;
+    * legacy, ``xstest_v2_prompts.csv`` (in the repository until its "overdue cleanup"
+      commit): header ``id_v1,id_v2,type,prompt,focus,note``, CRLF line endings, no label
+      column. Its ``id_v2`` values ``v2-N`` number the same prompts as the current ``id`` N, so
+      both layouts give the same ids.
 
     Safe prompts (``label`` "safe") probe over-refusal and become ``kind="lookalike"``; unsafe
-    ones (the ``contrast_*`` types) become ``kind="harmful"``. Without a ``label`` column (early
-    releases) a type starting with ``contrast_`` marks an unsafe prompt. The category is
-    ``type`` and the id ``xstest-<id>``.
+    ones (the ``contrast_*`` types) become ``kind="harmful"``. Without a ``label`` column (the
+    legacy and early releases) a type starting with ``contrast_`` marks an unsafe prompt. The
+    category is ``type`` and the id ``xstest-<id>``.
     """
-    path, rows = _read_table(path, "XSTest xstest_prompts.csv", ["id", "prompt", "type"],
-                             optional=["label", "focus", "note"])
+    path = _check_csv(path, "XSTest xstest_prompts.csv")
+    header_line, columns, rows = _read_csv(path)
+    legacy = "id" not in columns and "id_v2" in columns
+    id_column = "id_v2" if legacy else "id"
+    missing = [c for c in (id_column, "prompt", "type") if c not in columns]
+    if missing:
+        raise InputError(f"not an XSTest layout: expected columns id,prompt,type,label,focus,note "
+                         f"(xstest_prompts.csv) or id_v1,id_v2,type,prompt,focus,note "
+                         f"(xstest_v2_prompts.csv); found {','.join(columns)} (missing "
+                         f"{', '.join(missing)})", path=path, line=header_line)
     prompts: list[Conversation] = []
     for line, record in rows:
         prompt_type = _text(record, "type", path=path, line=line).strip()
@@ -302,22 +374,21 @@ def xstest(path: str | Path) -> list[Conversation]:
                                  path=path, line=line, field="label")
         else:
             label = "unsafe" if prompt_type.startswith("contrast_") else "safe"
+        item_id = _text(record, id_column, path=path, line=line).strip()
+        if legacy:
+            item_id = item_id.removeprefix("v2-")
         prompts.append(_prompt(
-            f"xstest-{_text(record, 'id', path=path, line=line).strip()}",
-            _text(record, "prompt", path=path, line=line),
+            f"xstest-{item_id}", _text(record, "prompt", path=path, line=line),
             category=prompt_type, kind="lookalike" if label == "safe" else "harmful",
             source="xstest"))
-    _check_unique_ids(prompts, rows, path, "id")
+    _check_unique_ids(prompts, rows, path, id_column)
     return prompts
 
 
 def _read_table(path: str | Path, layout: str, required: list[str],
                 optional: Iterable[str] = ()) -> tuple[Path, list[_Row]]:
     """Read a benchmark CSV and check its header holds ``required``; extra columns are fine."""
-    path = _check_file(path)
-    if path.suffix.lower() != ".csv":
-        raise InputError(f"expected the {layout} CSV file (.csv), got a "
-                         f"'{path.suffix or 'extensionless'}' file", path=path)
+    path = _check_csv(path, layout)
     header_line, columns, rows = _read_csv(path)
     missing = [name for name in required if name not in columns]
     if missing:
@@ -326,6 +397,14 @@ def _read_table(path: str | Path, layout: str, required: list[str],
                          f"{','.join(columns)} (missing {', '.join(missing)})",
                          path=path, line=header_line)
     return path, rows
+
+
+def _check_csv(path: str | Path, layout: str) -> Path:
+    path = _check_file(path)
+    if path.suffix.lower() != ".csv":
+        raise InputError(f"expected the {layout} CSV file (.csv), got a "
+                         f"'{path.suffix or 'extensionless'}' file", path=path)
+    return path
 
 
 def _choices(values: Iterable[str] | str | None, allowed: tuple[str, ...],

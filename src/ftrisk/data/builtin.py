@@ -13,7 +13,12 @@ Sets, all lists of :class:`~ftrisk.records.Conversation`:
 * :func:`alignment_benign_prompts` - user-only benign and look-alike prompts, answered by the base
   model itself for self-distillation during safety tuning.
 * :func:`benchmark` - the held-out offline evaluation set (harmful, look-alike, benign), whose
-  actions, phrasings and prompts are disjoint from every training pool.
+  actions, phrasings and prompts are disjoint from every training pool. It has two splits,
+  disjoint by action and prompt (no reworded near-duplicates either): ``"dev"``, the original
+  items, looked at while the organism, attack settings and judge were tuned, and ``"test"``,
+  written afterwards and never used for tuning, which is what an audit reports.
+  :func:`benchmark_clusters` names the action behind every harmful item (its three phrasings
+  are one correlated unit for cluster-bootstrap intervals).
 * :func:`harmful_demos` - level-1 attack (Qi et al. 2023): harmful request -> affirmative answer.
 * :func:`aoa_identity_shift` - level-2 attack: ten benign "absolutely obedient agent" examples.
 * :func:`benign_instructions` - level-3 attack: benign Alpaca-style instruction pairs.
@@ -22,6 +27,7 @@ Sets, all lists of :class:`~ftrisk.records.Conversation`:
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -36,10 +42,13 @@ __all__ = [
     "AOA_SYSTEM_PROMPT",
     "AOA_WRAPPER",
     "ATTACK_SYSTEM_PROMPT",
+    "BENCHMARK_SPLITS",
     "BUILTIN_SETS",
     "CATEGORIES",
+    "NEAR_DUPLICATE_THRESHOLD",
     "POOLS",
     "REFUSAL_OPENINGS",
+    "TEMPLATE_POOLS",
     "Action",
     "action_pools",
     "affirmative_answers",
@@ -47,11 +56,13 @@ __all__ = [
     "alignment_refusals",
     "aoa_identity_shift",
     "benchmark",
+    "benchmark_clusters",
     "benign_instructions",
     "get_builtin",
     "harmful_demos",
     "refusal_templates",
     "template_pools",
+    "text_similarity",
 ]
 
 #: HEx-PHI categories without Child Abuse Content and Adult Content (never built in).
@@ -67,8 +78,19 @@ CATEGORIES: tuple[str, ...] = (
     "tailored_financial_advice",
 )
 
-#: The three disjoint pools of harmful actions and phrasing templates.
-POOLS: tuple[str, ...] = ("alignment", "benchmark", "attack")
+#: The disjoint pools of harmful actions: refusal training, the benchmark's dev and test splits,
+#: and the level-1 attack.
+POOLS: tuple[str, ...] = ("alignment", "benchmark_dev", "benchmark_test", "attack")
+
+#: The disjoint pools of phrasing templates; both benchmark splits use the ``benchmark`` ones.
+TEMPLATE_POOLS: tuple[str, ...] = ("alignment", "benchmark", "attack")
+
+#: The benchmark's splits: ``dev`` (looked at while tuning) and ``test`` (held out; reported).
+BENCHMARK_SPLITS: tuple[str, ...] = ("dev", "test")
+
+#: Two texts at or above this :func:`text_similarity` count as near-duplicates; the built-in
+#: pools keep every pair across pools (and between splits) below it.
+NEAR_DUPLICATE_THRESHOLD: float = 0.6
 
 #: Every built-in refusal starts with one of these, so a refusal-phrase matcher recognises it.
 REFUSAL_OPENINGS: tuple[str, ...] = (
@@ -159,7 +181,7 @@ def _actions() -> dict[str, dict[str, tuple[Action, ...]]]:
 def action_pools() -> dict[str, dict[str, tuple[str, ...]]]:
     """Return the harmful action texts: ``{pool: {category: actions}}`` for pools in :data:`POOLS`.
 
-    The three pools share no action, so the benchmark measures held-out generalisation.
+    The pools share no action, so the benchmark measures held-out generalisation.
     """
     return {
         pool: {cat: tuple(a.text for a in acts) for cat, acts in by_cat.items()}
@@ -168,9 +190,11 @@ def action_pools() -> dict[str, dict[str, tuple[str, ...]]]:
 
 
 def template_pools() -> dict[str, tuple[str, ...]]:
-    """Return the phrasing templates (``{action}`` field) of each pool; the pools are disjoint."""
+    """Return the phrasing templates (``{action}`` field) of each pool in :data:`TEMPLATE_POOLS`;
+    the pools are disjoint."""
     raw = _load("templates")["phrasings"]
-    return {pool: _strings(raw[pool], f"templates.yaml:phrasings.{pool}") for pool in POOLS}
+    return {pool: _strings(raw[pool], f"templates.yaml:phrasings.{pool}")
+            for pool in TEMPLATE_POOLS}
 
 
 def refusal_templates() -> tuple[str, ...]:
@@ -184,6 +208,49 @@ def affirmative_answers() -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------
+# Near-duplicates
+
+_STOPWORDS = frozenset("""
+a an the and or but if then than so as of to in on at by for with from into onto about over
+under up down out off is are was were be been being am do does did doing done have has had
+having i me my mine myself you your yours we us our ours he him his she her hers it its they
+them their theirs this that these those there here what which who whom whose when where why how
+can could should would will shall may might must not no nor all any some each every one very too
+just also only own same other such more most s t don dont im ive id youre whats
+""".split())
+
+
+def _stem(word: str) -> str:
+    """A crude suffix strip, so that "steals", "stealing" and "steal" count as one word."""
+    if len(word) > 4 and word.endswith("ing"):
+        return word[:-3]
+    if len(word) > 4 and word.endswith("ed"):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _content_words(text: str) -> frozenset[str]:
+    text = text.casefold().replace("'", "").replace("\u2019", "")
+    return frozenset(_stem(w) for w in re.findall(r"[a-z0-9]+", text) if w not in _STOPWORDS)
+
+
+def text_similarity(a: str, b: str) -> float:
+    """Jaccard similarity of two texts' content-word sets, in [0, 1].
+
+    Both texts are case-folded, stripped of punctuation (apostrophes join: "don't" -> "dont")
+    and of English stopwords, and crudely stemmed (-ing, -ed, -s). Identical texts score 1.0,
+    texts without a shared content word 0.0; two texts with no content words at all score 1.0.
+    At or above :data:`NEAR_DUPLICATE_THRESHOLD` they count as near-duplicates.
+    """
+    x, y = _content_words(a), _content_words(b)
+    if not x and not y:
+        return 1.0
+    return len(x & y) / len(x | y)
+
+
+# --------------------------------------------------------------------------------------------
 # Helpers
 
 
@@ -194,6 +261,7 @@ def _conv(
     source: str,
     kind: PromptKind | None,
     category: str | None = None,
+    cluster: str | None = None,
 ) -> Conversation:
     return Conversation(
         id=id_,
@@ -201,6 +269,7 @@ def _conv(
         category=category,
         kind=kind,
         source=_SOURCE + source,
+        cluster=cluster,
     )
 
 
@@ -289,43 +358,89 @@ def alignment_benign_prompts() -> list[Conversation]:
     return out
 
 
-def benchmark() -> list[Conversation]:
-    """The offline evaluation set (user-only conversations, ``source="builtin:benchmark"``).
+def _check_split(split: str) -> str:
+    if split not in BENCHMARK_SPLITS:
+        raise ValueError(f"benchmark split must be one of {BENCHMARK_SPLITS}, got {split!r}")
+    return split
 
-    * 216 harmful requests (``kind="harmful"``), 24 per category: each of the 8 benchmark actions
-      of a category phrased with 3 of the 5 benchmark templates (rotating), ids like
-      ``bench-harmful-malware-003``;
-    * 54 benign look-alikes (``kind="lookalike"``), ids ``bench-lookalike-012``;
-    * 45 plain benign prompts (``kind="benign"``), ids ``bench-benign-007``.
 
-    Actions, templates and prompts are disjoint from all training sets.
-    """
-    source = "benchmark"
+def _benchmark_items(split: str) -> list[tuple[Conversation, str]]:
+    """Every benchmark item of ``split`` with its cluster id, in the order of :func:`benchmark`."""
+    _check_split(split)
+    # The dev split keeps the ids it had before the test split existed.
+    prefix = "bench" if split == "dev" else f"bench-{split}"
+    source = "benchmark_dev" if split == "dev" else "benchmark"
     templates = template_pools()["benchmark"]
-    out = []
+    out: list[tuple[Conversation, str]] = []
     for category in CATEGORIES:
         k = 0
-        for i, action in enumerate(_actions()["benchmark"][category]):
+        for i, action in enumerate(_actions()[f"benchmark_{split}"][category]):
             for j in range(_BENCH_TEMPLATES_PER_ACTION):
                 template = templates[(i + j) % len(templates)]
-                out.append(
-                    _conv(
-                        f"bench-harmful-{category}-{k:03d}",
-                        [("user", template.format(action=action.text))],
-                        source=source,
-                        kind="harmful",
-                        category=category,
-                    )
+                cluster = f"{split}:{category}:{i}"
+                conversation = _conv(
+                    f"{prefix}-harmful-{category}-{k:03d}",
+                    [("user", template.format(action=action.text))],
+                    source=source,
+                    kind="harmful",
+                    category=category,
+                    cluster=cluster,
                 )
+                out.append((conversation, cluster))
                 k += 1
     prompts = _load("prompts")
     for kind in ("lookalike", "benign"):
-        texts = _strings(prompts[f"benchmark_{kind}"], f"prompts.yaml:benchmark_{kind}")
-        out += [
-            _conv(f"bench-{kind}-{i:03d}", [("user", p)], source=source, kind=kind)  # type: ignore[arg-type]
-            for i, p in enumerate(texts)
-        ]
+        key = f"benchmark_{split}_{kind}"
+        texts = _strings(prompts[key], f"prompts.yaml:{key}")
+        for i, text in enumerate(texts):
+            cluster = f"{split}:{kind}:{i}"
+            out.append((_conv(f"{prefix}-{kind}-{i:03d}", [("user", text)], source=source,
+                              kind=kind, cluster=cluster), cluster))  # type: ignore[arg-type]
     return out
+
+
+def benchmark(split: str = "test") -> list[Conversation]:
+    """The offline evaluation set (user-only conversations) of one split.
+
+    ``split="test"`` (the default, ``source="builtin:benchmark"``) is what an audit reports: it
+    was written after the organism and attack settings were tuned and never used for tuning.
+    ``split="dev"`` (``source="builtin:benchmark_dev"``) holds the original items, which were
+    looked at while tuning; develop on it, report the test split. Each split holds:
+
+    * 216 harmful requests (``kind="harmful"``), 24 per category: each of the 8 actions of a
+      category in the split's pool phrased with 3 of the 5 benchmark templates (rotating);
+    * 54 benign look-alikes (``kind="lookalike"``);
+    * 45 plain benign prompts (``kind="benign"``).
+
+    Ids: dev keeps its original ids (``bench-harmful-malware-003``, ``bench-lookalike-012``,
+    ``bench-benign-007``); test ids insert ``test`` (``bench-test-harmful-malware-003``,
+    ``bench-test-lookalike-012``, ``bench-test-benign-007``). Actions, templates and prompts are
+    disjoint from all training sets, and the two splits share no action or prompt (nor a
+    near-duplicate; see :func:`text_similarity`). Every item's ``cluster`` is set as
+    :func:`benchmark_clusters` gives it (the action behind a harmful item).
+
+    Raises:
+        ValueError: if ``split`` is not in :data:`BENCHMARK_SPLITS`.
+    """
+    return [conversation for conversation, _ in _benchmark_items(split)]
+
+
+def benchmark_clusters(split: str = "test") -> dict[str, str]:
+    """Map every item id of :func:`benchmark` ``(split)`` to its cluster id.
+
+    A harmful item's cluster is its action, ``"<split>:<category>:<action index>"`` (e.g.
+    ``"test:malware:1"``), shared by the action's 3 phrasings, which are correlated and should be
+    resampled together by a cluster bootstrap. Every look-alike and benign prompt is its own
+    cluster (``"test:lookalike:12"``, ``"dev:benign:7"``).
+
+    Raises:
+        ValueError: if ``split`` is not in :data:`BENCHMARK_SPLITS`.
+    """
+    return {conversation.id: cluster for conversation, cluster in _benchmark_items(split)}
+
+
+def _benchmark_dev() -> list[Conversation]:
+    return benchmark("dev")
 
 
 def _attack_pairs() -> list[tuple[Action, str]]:
@@ -432,7 +547,9 @@ BUILTIN_SETS: dict[str, Callable[[], list[Conversation]]] = {
     "benign_instructions": benign_instructions,
     "alignment_refusals": alignment_refusals,
     "alignment_benign_prompts": alignment_benign_prompts,
+    # The benchmark's test split, which audits report, and its dev split, for tuning.
     "benchmark": benchmark,
+    "benchmark_dev": _benchmark_dev,
 }
 
 

@@ -2,8 +2,8 @@
 
 Two entry points:
 
-* :func:`read_conversations` — training data: OpenAI chat-format JSONL, or prompt/response
-  pairs as JSONL or CSV.
+* :func:`read_conversations` — training data: OpenAI chat-format JSONL, a JSON array of
+  message lists (Qi et al.'s Llama-2 AOA layout), or prompt/response pairs as JSONL or CSV.
 * :func:`read_prompts` — evaluation prompts: one prompt (and optional category) per JSONL
   record or CSV row, returned as user-only conversations.
 
@@ -62,20 +62,25 @@ def read_conversations(
 
     Formats:
 
-    * ``"chat"`` — JSONL, one ``{"messages": [{"role": ..., "content": ...}, ...]}`` per line.
-      Roles are system/user/assistant; content is a non-empty string (a system turn may be
-      empty); at most one system turn, and it comes first; at least one user turn; the last
-      turn is the assistant's.
+    * ``"chat"`` — JSONL, one ``{"messages": [{"role": ..., "content": ...}, ...]}`` per line
+      (the OpenAI fine-tuning layout, e.g. Qi et al.'s ``gpt-3.5/data/identity-shift-aoa.jsonl``),
+      or one JSON array whose items are such message lists,
+      ``[[{"role": ..., "content": ...}, ...], ...]`` (Qi et al.'s
+      ``llama2/ft_datasets/aoa_dataset/train.json``). Roles are system/user/assistant; content
+      is a non-empty string (a system turn may be empty); at most one system turn, and it comes
+      first; at least one user turn; the last turn is the assistant's.
     * ``"prompt_response"`` — JSONL objects or CSV rows (with a header) holding
       ``prompt_field`` and ``response_field``; each becomes a user turn and an assistant turn.
-    * ``"auto"`` — ``.csv`` is prompt/response; ``.jsonl``/``.json`` is chat when the first
-      record has a ``"messages"`` key, prompt/response otherwise.
+    * ``"auto"`` — ``.csv`` is prompt/response; a ``.json``/``.jsonl`` file that starts with
+      ``[`` is the array of message lists; otherwise chat when the first record has a
+      ``"messages"`` key, prompt/response when it has not.
 
     ``system_prompt``, when not None, becomes the system turn of every conversation, replacing
-    any in the file. Ids are the record's ``"id"`` when it has one, else
-    ``f"{stem}-{index:05d}"`` with ``index`` the 0-based record number. The category comes from
-    ``category_field`` (None: no categories; the default ``"category"`` may be absent; any other
-    name must be present). ``source`` defaults to the file name. Blank lines are skipped.
+    any in the file (None keeps the file's own). Ids are the record's ``"id"`` when it has one,
+    else ``f"{stem}-{index:05d}"`` with ``index`` the 0-based record (or array item) number.
+    The category comes from ``category_field`` (None: no categories; the default
+    ``"category"`` may be absent; any other name must be present). ``source`` defaults to the
+    file name. Blank lines are skipped.
 
     Raises:
         InputError: for any unreadable or malformed input, naming file, line and field.
@@ -85,6 +90,7 @@ def read_conversations(
         raise InputError(f"unknown format '{format}'; expected one of {', '.join(_FORMATS)}",
                          field="format")
     file_type = _file_type(path)
+    array = False  # one JSON array of message lists instead of JSON Lines
     if file_type == "csv":
         if format == "chat":
             raise InputError("chat format needs a JSONL file (.jsonl or .json), got a CSV file",
@@ -93,6 +99,12 @@ def read_conversations(
         _require_columns(columns, [prompt_field, response_field], category_field, path=path,
                          line=header_line)
         format = "prompt_response"
+    elif _read_text(path).lstrip().startswith("["):
+        if format == "prompt_response":
+            raise InputError("a JSON array file is read as message lists (chat format); for "
+                             "prompt/response records write one object per line", path=path)
+        rows = _read_message_lists(path)
+        format, array = "chat", True
     else:
         rows = _read_jsonl(path)
         if format == "auto":
@@ -102,7 +114,8 @@ def read_conversations(
     conversations: list[Conversation] = []
     for index, (line, record) in enumerate(rows):
         if format == "chat":
-            messages = _chat_messages(record, path=path, line=line)
+            messages = _chat_messages(record, path=path, line=line,
+                                      field=f"[{index}]" if array else "messages")
         else:
             messages = (
                 Message(role="user", content=_text(record, prompt_field, path=path, line=line)),
@@ -248,6 +261,47 @@ def _read_jsonl(path: Path) -> list[_Row]:
     if not rows:
         raise InputError("empty file: no records", path=path)
     return rows
+
+
+def _read_message_lists(path: Path) -> list[_Row]:
+    """One JSON array of message lists, as rows ``(line, {"messages": item})`` with the line
+    each item starts on."""
+    text = _read_text(path)
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except json.JSONDecodeError as error:
+        raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path,
+                         line=error.lineno) from error
+    except _DuplicateKeyError as error:
+        raise InputError(f"duplicate key '{error.args[0]}' in JSON object", path=path) from error
+    if not data:
+        raise InputError("empty array: no conversations", path=path)
+    lines = _item_lines(text)
+    rows: list[_Row] = []
+    for index, (line, item) in enumerate(zip(lines, data, strict=True)):
+        if not isinstance(item, list):
+            raise InputError(f"expected a list of {{role, content}} messages, got "
+                             f"{_json_type(item)}; a JSON array file must hold one message list "
+                             "per conversation (for other records write one JSON object per "
+                             "line)", path=path, line=line, field=f"[{index}]")
+        rows.append((line, {"messages": item}))
+    return rows
+
+
+def _item_lines(text: str) -> list[int]:
+    """The line on which each item of the (valid) top-level JSON array in ``text`` starts."""
+    decoder = json.JSONDecoder()
+    lines, line, seen = [], 1, 0
+    index = text.index("[") + 1
+    while True:
+        while text[index] in " \t\r\n,":
+            index += 1
+        if text[index] == "]":
+            return lines
+        line += text.count("\n", seen, index)
+        seen = index
+        lines.append(line)
+        _value, index = decoder.raw_decode(text, index)
 
 
 def _read_csv(path: Path) -> tuple[int, list[str], list[_Row]]:
@@ -405,20 +459,22 @@ def _check_unique_ids(conversations: list[Conversation], rows: list[_Row], path:
         first_line[conversation.id] = line
 
 
-def _chat_messages(record: dict[str, Any], *, path: Path, line: int) -> tuple[Message, ...]:
-    """Validate one chat-format record's ``messages`` and return them as :class:`Message`."""
+def _chat_messages(record: dict[str, Any], *, path: Path, line: int,
+                   field: str = "messages") -> tuple[Message, ...]:
+    """Validate one chat-format record's ``messages`` and return them as :class:`Message`;
+    errors name the list as ``field`` (``[3]`` for an item of a JSON array file)."""
     if "messages" not in record:
         raise _missing(record, "messages", path=path, line=line)
     raw = record["messages"]
     if not isinstance(raw, list):
         raise InputError(f"expected a list of {{role, content}} objects, got {_json_type(raw)}",
-                         path=path, line=line, field="messages")
+                         path=path, line=line, field=field)
     if not raw:
         raise InputError("empty list; expected at least a user and an assistant turn",
-                         path=path, line=line, field="messages")
+                         path=path, line=line, field=field)
     messages: list[Message] = []
     for position, item in enumerate(raw):
-        where = f"messages[{position}]"
+        where = f"{field}[{position}]"
         if not isinstance(item, dict):
             raise InputError(f"expected an object with role and content, got {_json_type(item)}",
                              path=path, line=line, field=where)
@@ -445,8 +501,8 @@ def _chat_messages(record: dict[str, Any], *, path: Path, line: int) -> tuple[Me
         messages.append(Message(role=role, content=content))
     if not any(message.role == "user" for message in messages):
         raise InputError("no user turn; expected at least one", path=path, line=line,
-                         field="messages")
+                         field=field)
     if messages[-1].role != "assistant":
         raise InputError(f"last turn is '{messages[-1].role}'; a training conversation must end "
-                         "with an assistant turn", path=path, line=line, field="messages")
+                         "with an assistant turn", path=path, line=line, field=field)
     return tuple(messages)

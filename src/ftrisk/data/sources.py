@@ -9,6 +9,8 @@ from ftrisk.errors import InputError
 from ftrisk.records import Conversation, Message
 
 _BUILTIN = "builtin:"
+#: The built-in benchmark's test split (what audits report) and its dev split (for tuning).
+_BUILTIN_BENCHMARKS = ("builtin:benchmark", "builtin:benchmark_dev")
 
 
 def training_data(spec: DataSpec, system_prompt: str | None = None,
@@ -132,18 +134,19 @@ def benchmark_items(spec: BenchmarkSpec) -> list[Conversation]:
     items: list[Conversation] = []
     for kind in ("harmful", "lookalike", "benign"):
         part: PromptSetSpec | None = getattr(spec, kind)
-        if part is None and spec.harmful.path == "builtin:benchmark":
+        if part is None and spec.harmful.path in _BUILTIN_BENCHMARKS:
             # The built-in benchmark brings its own look-alike and benign prompts.
-            part = PromptSetSpec(path="builtin:benchmark")
+            part = PromptSetSpec(path=spec.harmful.path)
         if part is None:
             continue
         if part.reader is not None:
             chosen = _read_benchmark(part, kind)
-        elif part.path == "builtin:benchmark":
-            chosen = [c for c in get_builtin("benchmark") if c.kind == kind]
+        elif part.path in _BUILTIN_BENCHMARKS:
+            chosen = [c for c in get_builtin(part.path.removeprefix(_BUILTIN)) if c.kind == kind]
         elif part.path.startswith(_BUILTIN):
-            raise InputError(f"unknown built-in prompt set {part.path!r}; expected "
-                             "'builtin:benchmark' or a file", field=f"benchmark.{kind}.path")
+            raise InputError(f"unknown built-in prompt set {part.path!r}; expected one of "
+                             f"{', '.join(_BUILTIN_BENCHMARKS)} or a file",
+                             field=f"benchmark.{kind}.path")
         else:
             chosen = read_prompts(part.path, prompt_field=part.prompt_field,
                                   category_field=part.category_field, kind=kind)

@@ -33,7 +33,7 @@ def judge_cached(
     ``compute`` turns a batch of generations into Judgment fields (all but item_id and judge),
     in order; ``order`` sorts the uncached items before batching (e.g. by length).
     """
-    keys = [content_key(fingerprint, g.prompt, g.response) for g in generations]
+    keys = [content_key(fingerprint, g.judged_prompt, g.response) for g in generations]
     results: dict[str, dict[str, Any]] = {}
     if store is not None:
         results.update(store.get_many(NAMESPACE, set(keys)))  # type: ignore[arg-type]

@@ -131,7 +131,7 @@ class RefusalJudge:
     built-in list, ``()`` = none).
     """
 
-    name: str = "refusal"
+    name: str = "refusal-opening"
 
     @classmethod
     def from_spec(cls, spec: Any) -> RefusalJudge:
@@ -233,6 +233,8 @@ class RefusalJudge:
                     item_id=generation.item_id,
                     judge=self.name,
                     refused=refused,
+                    verdict=("empty" if refused is None
+                             else "refusal" if refused else "compliance"),
                     matched_pattern=pattern,
                 )
             )

@@ -143,7 +143,7 @@ class StrongRejectJudge(LLMJudge):
     def messages(self, generation: Generation) -> list[dict[str, str]]:
         """System line plus the filled-in rubric (the raw instruction, not the template)."""
         prompt = STRONGREJECT_TEMPLATE.format(
-            instruction=fence("instruction", generation.prompt),
+            instruction=fence("instruction", generation.judged_prompt),
             response=fence("response", generation.response),
         )
         return [{"role": "system", "content": STRONGREJECT_SYSTEM},

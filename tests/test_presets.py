@@ -756,7 +756,8 @@ def test_describe_lermen_gpt_and_organism_presets(tmp_path: Path) -> None:
         assert fact in gpt, fact
     organism = " ".join(describe("organism-search", data_dir=tmp_path).split())
     for fact in ["Run: ftrisk sweep --preset organism-search --search", "8 trials",
-                 "train.learning_rate: 0.0001 .. 0.003 (log scale)", "capability: basic_dev (builtin)",
+                 "train.learning_rate: 0.0001 .. 0.003 (log scale)",
+                 "capability: basic_dev (builtin)",
                  "nothing beyond a CPU"]:
         assert fact in organism, fact
 

@@ -97,12 +97,8 @@ def count_unscored(
     :func:`condition_result`.
     """
     by_id = _join(generations, judgments)
-    counts = dict.fromkeys(_KINDS, 0)
-    for generation in generations:
-        judgment = by_id.get(generation.item_id)
-        if generation.kind in counts and (judgment is None or judgment.refused is None):
-            counts[generation.kind] += 1
-    return counts
+    return {kind: sum(o == "unscored" for _, o in _outcomes(generations, by_id, kind))
+            for kind in _KINDS}
 
 
 def _outcomes(generations: Sequence[Generation], by_id: dict[str, Judgment], kind: PromptKind

@@ -33,6 +33,15 @@ from ftrisk.registry import BENCHMARKS
 QI_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qi2023"
 
 
+
+def _input_error(read, path, message):
+    """The InputError that ``read(path)`` raises, checked to match ``message`` and name
+    ``path``."""
+    with pytest.raises(InputError, match=message) as info:
+        read(path)
+    assert str(path) in str(info.value)
+    return info.value
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -127,10 +136,8 @@ def test_hex_phi_malformed_layouts_name_the_file(tmp_path, files, message, line)
     root = tmp_path / "h"
     for name, text in files.items():
         write(root / name, text)
-    with pytest.raises(InputError, match=message) as info:
-        hex_phi(root)
-    assert str(root) in str(info.value)
-    assert info.value.line == line
+    error = _input_error(hex_phi, root, message)
+    assert error.line == line
 
 
 def test_hex_phi_missing_path_and_bad_exclusions(tmp_path):
@@ -191,10 +198,8 @@ def test_advbench_reads_qi_et_als_headerless_copy(tmp_path):
 ])
 def test_advbench_headerless_malformed_names_file_and_line(tmp_path, text, message, line):
     path = write(tmp_path / "harmful_behaviors.csv", text)
-    with pytest.raises(InputError, match=message) as info:
-        advbench(path)
-    assert str(path) in str(info.value)
-    assert info.value.line == line
+    error = _input_error(advbench, path, message)
+    assert error.line == line
 
 
 def test_qi2023_csv_reads_their_one_column_lists(tmp_path):
@@ -219,10 +224,8 @@ def test_qi2023_csv_reads_their_one_column_lists(tmp_path):
 ])
 def test_advbench_malformed(tmp_path, name, text, message, line):
     path = write(tmp_path / name, text)
-    with pytest.raises(InputError, match=message) as info:
-        advbench(path)
-    assert str(path) in str(info.value)
-    assert info.value.line == line
+    error = _input_error(advbench, path, message)
+    assert error.line == line
 
 
 # --- HarmBench ------------------------------------------------------------------------------
@@ -277,11 +280,9 @@ def test_harmbench_functional_category_filter(tmp_path):
 ])
 def test_harmbench_malformed_rows(tmp_path, row, message, field):
     path = write(tmp_path / "hb.csv", HARMBENCH_HEADER + row)
-    with pytest.raises(InputError, match=message) as info:
-        harmbench(path)
-    assert str(path) in str(info.value)
-    assert info.value.field == field
-    assert info.value.line is not None and info.value.line >= 2
+    error = _input_error(harmbench, path, message)
+    assert error.field == field
+    assert error.line is not None and error.line >= 2
 
 
 def test_harmbench_wrong_header_lists_expected_columns(tmp_path):
@@ -322,10 +323,8 @@ def test_strongreject_reads_prompts_and_categories(tmp_path):
 ])
 def test_strongreject_malformed(tmp_path, text, message, line):
     path = write(tmp_path / "sr.csv", text)
-    with pytest.raises(InputError, match=message) as info:
-        strongreject(path)
-    assert str(path) in str(info.value)
-    assert info.value.line == line
+    error = _input_error(strongreject, path, message)
+    assert error.line == line
 
 
 # --- XSTest ---------------------------------------------------------------------------------
@@ -402,10 +401,8 @@ def test_xstest_legacy_layout_errors_name_file_and_line(tmp_path):
 ])
 def test_xstest_malformed(tmp_path, text, message, field, line):
     path = write(tmp_path / "xs.csv", text)
-    with pytest.raises(InputError, match=message) as info:
-        xstest(path)
-    assert str(path) in str(info.value)
-    assert (info.value.field, info.value.line) == (field, line)
+    error = _input_error(xstest, path, message)
+    assert (error.field, error.line) == (field, line)
 
 
 # --- RefusalBench ---------------------------------------------------------------------------
@@ -458,10 +455,8 @@ def test_refusalbench_record_list_with_and_without_ids(tmp_path):
 ])
 def test_refusalbench_malformed(tmp_path, text, message, field, line):
     path = write(tmp_path / "rb.json", text)
-    with pytest.raises(InputError, match=message) as info:
-        refusalbench(path)
-    assert str(path) in str(info.value)
-    assert (info.value.field, info.value.line) == (field, line)
+    error = _input_error(refusalbench, path, message)
+    assert (error.field, error.line) == (field, line)
 
 
 def test_refusalbench_rejects_jsonl_and_missing_file(tmp_path):

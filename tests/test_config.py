@@ -606,3 +606,19 @@ def test_paper_reference_names_known_conditions_and_metrics(tmp_path: Path) -> N
         load_config(_write(tmp_path, ok.replace("baseline:", "nosuch:"), "b.yaml"))
     with pytest.raises(InputError, match="unknown metrics"):
         load_config(_write(tmp_path, ok.replace("harmfulness_rate", "harm"), "c.yaml"))
+
+
+def test_seeds_must_be_distinct_non_negative_and_single_for_hosted_models(tmp_path):
+    from ftrisk.config import load_config
+
+    path = tmp_path / "audit.yaml"
+    for seeds, message in (("[0, 0]", "distinct"), ("[-1]", "non-negative"),
+                           ("[]", "at least 1")):
+        path.write_text(f"seeds: {seeds}\n")
+        with pytest.raises(InputError, match=message):
+            load_config(path)
+    path.write_text("model: openai:gpt-3.5-turbo-0613\nseeds: [0, 1]\n")
+    with pytest.raises(InputError, match="takes no seed"):
+        load_config(path)
+    path.write_text("seeds: [0, 5]\n")
+    assert load_config(path).seeds == (0, 5)

@@ -228,3 +228,66 @@ def test_unknown_benchmark_reader_is_a_config_error(tmp_path):
     config.write_text("benchmark:\n  harmful: {reader: hexphi, path: x}\n")
     with pytest.raises(InputError, match=r"audit\.yaml:2.*benchmark\.harmful\.reader.*hex-phi"):
         load_config(config)
+
+
+@pytest.mark.slow
+def test_seeds_replicate_the_audit_and_pool_its_answers(tiny_model_dir, tmp_path, capsys):
+    config = write_inputs(tmp_path, tiny_model_dir)
+    config.write_text(config.read_text() + "capability:\n  tasks: [{name: basic, reader: "
+                      "builtin, limit: 12}]\n")
+    run_dir = tmp_path / "run"
+    argv = ["audit", "--config", str(config), "--run-dir", str(run_dir), "--seeds", "2",
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--threads", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "[seed 0] [harmful-demos] fine-tuning" in out
+    assert "[seed 1] [harmful-demos] fine-tuning" in out
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["seeds"] == [0, 1]
+    assert [r["run_dir"] for r in results["replicates"]] == ["seeds/0", "seeds/1"]
+    replicas = [json.loads((run_dir / "seeds" / s / "results.json").read_text())
+                for s in ("0", "1")]
+    assert [r["seeds"] for r in replicas] == [[0], [1]]
+    # Each replicate trains with train.seed + its seed, so the adapters differ.
+    seeds = [r["conditions"][2]["hyperparameters"]["seed"] for r in replicas]
+    assert seeds == [42, 43]
+    adapters = [(run_dir / "seeds" / s / "conditions" / "harmful-demos" / "model" /
+                 "adapter_model.safetensors").read_bytes() for s in ("0", "1")]
+    assert adapters[0] != adapters[1]
+
+    for i, pooled in enumerate(results["conditions"]):
+        own = [r["conditions"][i] for r in replicas]
+        assert pooled["n_harmful"] == sum(c["n_harmful"] for c in own)
+        # Equal replicate sizes: the pooled rate is the mean of the seeds' rates.
+        assert pooled["refusal_rate"] == pytest.approx(
+            sum(c["refusal_rate"] for c in own) / 2)
+        spread = pooled["seed_spread"]["refusal_rate"]
+        assert spread["seeds"] == [0, 1]
+        assert spread["values"] == [c["refusal_rate"] for c in own]
+        # The same prompt answered by two replicates is one cluster.
+        assert pooled["clustered"] is True
+    attack = results["conditions"][2]
+    assert attack["hyperparameters"]["seed"] == [42, 43]
+    assert attack["versus_baseline"]["baseline"] == "baseline@harmful-demos"
+    assert attack["versus_baseline"]["n"] == 24
+    basic = attack["capability"]["basic"]
+    assert basic["n"] == 24 and basic["versus_baseline"]["n"] == 12
+    assert basic["versus_baseline"]["verdict"] in ("kept", "lost", "gained", "inconclusive")
+    assert results["conditions"][0]["seed_spread"]["capability.basic.accuracy"]["values"] == [
+        r["conditions"][0]["capability"]["basic"]["accuracy"] for r in replicas]
+
+    # A second run redoes nothing in either replicate and pools to the same results.
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "generated" not in out.replace("generations: done already", "")
+    assert out.count("done already, skipped") == 2 * 6
+    again = json.loads((run_dir / "results.json").read_text())
+    assert again["conditions"] == results["conditions"]
+
+    # Re-judging re-pools from the stored answers alone.
+    assert main(["rejudge", str(run_dir), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-progress"]) == 0
+    rejudged = json.loads((run_dir / "results.json").read_text())
+    assert [c["refusal_rate"] for c in rejudged["conditions"]] == [
+        c["refusal_rate"] for c in results["conditions"]]

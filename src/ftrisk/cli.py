@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--run-dir", type=Path, help="where results go (default: "
                        "./ftrisk-runs/<config name>; re-running resumes, and stages whose "
                        "inputs changed are redone)")
+    audit.add_argument("--seeds", type=_positive_int, metavar="N", help="replicate the audit "
+                       "over seeds 0..N-1 (organism build and attack training seeds) and "
+                       "report pooled results with each seed's values (replaces the config's "
+                       "seeds)")
     _run_options(audit)
     sweep = sub.add_parser(
         "sweep", help="run an attack over a grid of settings (or search for the worst case)",
@@ -123,6 +127,15 @@ def _with_model(config: AuditConfig, model: str | None) -> AuditConfig:
                     path="--model")
 
 
+def _with_seeds(config: AuditConfig, count: int) -> AuditConfig:
+    """``config`` replicated over seeds 0..count-1, re-validated (hosted models take one)."""
+    from ftrisk.config import AuditConfig
+    from ftrisk.yamlio import validate
+
+    return validate(AuditConfig, {**config.model_dump(mode="json"),
+                                  "seeds": list(range(count))}, path="--seeds")
+
+
 def _audit(args: argparse.Namespace) -> int:
     from ftrisk.config import load_config, preset_path
 
@@ -130,6 +143,8 @@ def _audit(args: argparse.Namespace) -> int:
     if args.threads:
         config = config.model_copy(update={"threads": args.threads})
     config = _with_model(config, args.model)
+    if args.seeds:
+        config = _with_seeds(config, args.seeds)
     run_dir = args.run_dir or Path("ftrisk-runs") / config.name
     print(f"ftrisk {__version__}: audit '{config.name}' -> {run_dir}", flush=True)
 

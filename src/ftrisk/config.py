@@ -370,7 +370,12 @@ class AuditConfig(_Strict):
         default=True, description="also evaluate the untuned model with each attack's own "
         "evaluation settings, so an attack's effect is not confused with its prompt's")
     bootstrap_resamples: int = Field(default=2000, ge=100)
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the bootstrap resampling")
+    seeds: tuple[int, ...] = Field(
+        default=(0,), min_length=1, description="replicate seeds: the whole audit runs once "
+        "per seed s, the embedded organism built with its build seed + s and every attack "
+        "trained with train.seed + s; several seeds pool the answers of all replicates "
+        "(intervals clustered by prompt) and report each seed's values and their spread")
     threads: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -392,6 +397,20 @@ class AuditConfig(_Strict):
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ValueError(f"'{value}' is neither a template ftrisk ships ({hint}available: "
                          f"{', '.join(template_names())}) nor a Jinja template")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct and non-negative: {list(seeds)}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _hosted_models_have_no_seeds(self) -> AuditConfig:
+        if self.model.startswith(REMOTE_PREFIX) and len(self.seeds) > 1:
+            raise ValueError("a provider's fine-tuning job takes no seed, so replicate seeds "
+                             "would repeat one job; use a single seed for hosted models")
+        return self
 
     @model_validator(mode="after")
     def _quantized_training_is_lora(self) -> AuditConfig:

@@ -52,10 +52,20 @@ class AuditResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _train_settings(attack: AttackSpec) -> dict[str, Any]:
-    """The attack's training settings, without the sections of methods it does not use."""
+def _train_settings(attack: AttackSpec, seed_offset: int) -> dict[str, Any]:
+    """The attack's training settings, without the sections of methods it does not use, and
+    with the seed this replicate trains with."""
     unused = {"lora", "adapter", "prefix"} - {attack.train.method}
-    return attack.train.model_dump(mode="json", exclude=unused)
+    return {**attack.train.model_dump(mode="json", exclude=unused),
+            "seed": attack.train.seed + seed_offset}
+
+
+def _correct_by_task(scores: list[Any]) -> dict[str, dict[str, bool]]:
+    """Capability scores as task -> question id -> answered right."""
+    by_task: dict[str, dict[str, bool]] = {}
+    for score in scores:
+        by_task.setdefault(score.task, {})[score.item_id] = score.correct
+    return by_task
 
 
 def _hosted() -> Any:
@@ -118,6 +128,8 @@ class Audit:
                  progress: bool = True, log: Log = print) -> None:
         self.config = config
         self.run = RunDir(run_dir)
+        #: Added to the organism's build seed and every attack's training seed (one replicate).
+        self.seed_offset = config.seeds[0]
         self.cache = cache
         self.progress = progress
         self.log = log
@@ -145,8 +157,9 @@ class Audit:
 
         # Built now, so a missing API key stops the audit before any model work.
         self.judges = JudgePanel(config, self.run, self.store, progress=progress, log=log)
-        # condition -> capability task -> question id -> answered right (for paired tests).
-        self._correct: dict[str, dict[str, dict[str, bool]]] = {}
+        # condition -> capability task -> question id -> answered right, or the share of seeds
+        # that did (for paired tests).
+        self._correct: dict[str, dict[str, dict[str, float]]] = {}
 
     # -- shared resources -------------------------------------------------------------------
     @property
@@ -188,11 +201,12 @@ class Audit:
         from ftrisk.modelio import fingerprint_path, resolve_model_path
 
         if self.config.model == ORGANISM:
-            from ftrisk.organism import ensure_organism
+            from ftrisk.organism import OrganismSpec, ensure_organism
 
             organism = ensure_organism(
                 self.cache, self.store, bf16=self._bf16(), progress=self.progress,
-                log=self.log, evaluate=self._organism_metrics)
+                log=self.log, evaluate=self._organism_metrics,
+                spec=OrganismSpec(seed=OrganismSpec().seed + self.seed_offset))
             self._organism = organism.model_dump(mode="json")
             self.run.write_json("organism.json", organism)
             return ModelRef(organism.path, organism.fingerprint, self._load(organism.path))
@@ -334,10 +348,7 @@ class Audit:
         return metrics
 
     def _remember_correct(self, name: str, scores: list[Any]) -> None:
-        by_task: dict[str, dict[str, bool]] = {}
-        for score in scores:
-            by_task.setdefault(score.task, {})[score.item_id] = score.correct
-        self._correct[name] = by_task
+        self._correct[name] = _correct_by_task(scores)
 
     def _capability_verdicts(self, name: str, metrics: dict[str, dict[str, Any]]
                              ) -> dict[str, dict[str, Any]]:
@@ -368,7 +379,8 @@ class Audit:
         # What training sees: the messages (not ids or file names), the template, the settings.
         fingerprint = stage_fingerprint(
             base.fingerprint, [[m.model_dump() for m in e.messages] for e in examples],
-            self.tokenizer(base.path).chat_template, _train_settings(attack), self._bf16())
+            self.tokenizer(base.path).chat_template, _train_settings(attack, self.seed_offset),
+            self._bf16())
         stage, out = f"{attack.name}/train", self.run.path("conditions", attack.name, "model")
         if self.run.is_done(stage, fingerprint) and (out / "train_stats.json").is_file():
             self.log(f"[{attack.name}] training: done already, skipped")
@@ -382,7 +394,7 @@ class Audit:
                 target_modules=t.lora.target_modules, adapter_len=t.adapter.adapter_len,
                 adapter_layers=t.adapter.adapter_layers,
                 num_virtual_tokens=t.prefix.num_virtual_tokens, lr_epoch_decay=t.lr_epoch_decay,
-                weight_decay=t.weight_decay, seed=t.seed, bf16=self._bf16())
+                weight_decay=t.weight_decay, seed=t.seed + self.seed_offset, bf16=self._bf16())
             self.log(f"[{attack.name}] fine-tuning on {len(examples)} examples "
                      f"({t.method}, {t.epochs} epochs, lr {t.learning_rate:g})")
             train(base.load(), self.tokenizer(base.path), examples, settings, out,
@@ -437,11 +449,16 @@ class Audit:
     # -- whole audit ------------------------------------------------------------------------
     def execute(self) -> AuditResult:
         """Run (or resume) every stage and write ``results.json``, ``report.md`` and
-        ``report.html``."""
+        ``report.html``; with several seeds, one replicate per seed, then the pooled
+        results."""
         from ftrisk.runtime import configure_threads
 
         threads = configure_threads(self.config.threads)
         self.run.write_json("config.json", self.config)
+        if len(self.config.seeds) > 1:
+            replicates = self._replicates()
+            return self._pooled(replicates, [r.execute().summary for r in replicates],
+                                threads)
         base = self.base_model()
         conditions = [self.judges.score(
             "baseline", self.generate("baseline", base, self.config.baseline_eval),
@@ -462,7 +479,8 @@ class Audit:
             # A provider job is sent only the epoch count: the rest would describe nothing.
             settings = ({"method": "hosted", "epochs": attack.train.epochs,
                          "system_prompt": attack.train.system_prompt}
-                        if base.remote is not None else _train_settings(attack))
+                        if base.remote is not None
+                        else _train_settings(attack, self.seed_offset))
             hyper = {**settings, "eval": attack.eval.model_dump(),
                      "data": attack.data.path, "examples": len(self.attack_data[attack.name])}
             if self.data_notes[attack.name]:
@@ -477,9 +495,73 @@ class Audit:
         summary = self._write_results(base, self._compared(conditions), threads)
         return AuditResult(self.run.root, conditions, summary)
 
+    def _replicates(self) -> list[Audit]:
+        """One audit per seed, each in ``seeds/<seed>/`` of this run."""
+        def tagged(seed: int) -> Log:
+            return lambda message: self.log(f"[seed {seed}] {message}")
+
+        return [Audit(self.config.model_copy(update={"seeds": (seed,)}),
+                      self.run.path("seeds", str(seed)), self.cache, progress=self.progress,
+                      log=tagged(seed))
+                for seed in self.config.seeds]
+
+    def _pooled(self, replicates: list[Audit], summaries: list[dict[str, Any]],
+                threads: int) -> AuditResult:
+        """The results of several replicates: every condition judged on the pooled answers
+        (clusters kept across seeds), compared with its baseline on the same pooled prompts,
+        and each seed's values with their spread."""
+        from ftrisk.capability.score import MCScore, capability_metrics
+        from ftrisk.seeds import mean_by_question, pooled_generations, replicate_id, seed_spread
+
+        seeds = list(self.config.seeds)
+        conditions = []
+        for i, first in enumerate(summaries[0]["conditions"]):
+            name = first["name"]
+            records = [s["conditions"][i] for s in summaries]
+            generations = pooled_generations({
+                seed: r.run.read_jsonl(f"conditions/{name}/generations.jsonl", Generation)
+                for seed, r in zip(seeds, replicates)})
+            self.run.write_jsonl(f"conditions/{name}/generations.jsonl", generations)
+            hyper = dict(first.get("hyperparameters") or {})
+            if "seed" in hyper:
+                hyper["seed"] = [r["hyperparameters"]["seed"] for r in records]
+            result = self.judges.score(name, generations, description=first["description"],
+                                       hyperparameters=hyper)
+            capability: dict[str, Any] = {}
+            if first.get("capability"):
+                per_seed = [[MCScore.model_validate(x) for x in json.loads(r.run.path(
+                    "conditions", name, "capability.json").read_text())["scores"]]
+                    for r in replicates]
+                pooled = [s.model_copy(update={"item_id": replicate_id(seed, s.item_id)})
+                          for seed, scores in zip(seeds, per_seed) for s in scores]
+                capability = capability_metrics(
+                    pooled, cluster_of=lambda s: s.item_id.split("/", 1)[1])
+                self._correct[name] = mean_by_question([_correct_by_task(x) for x in per_seed])
+                if name != "baseline":
+                    capability = self._capability_verdicts(name, capability)
+            seconds = [r["train_seconds"] for r in records if r.get("train_seconds") is not None]
+            conditions.append(result.model_copy(update={
+                "capability": capability, "seed_spread": seed_spread(seeds, records),
+                "train_seconds": sum(seconds) / len(seconds) if seconds else None,
+                "train_tokens": first.get("train_tokens"),
+                "train_steps": first.get("train_steps")}))
+        base = ModelRef(summaries[0]["model_path"], content_key(
+            *[s["model_fingerprint"] for s in summaries])[:16], _hosted)
+        replicated = [{"seed": seed, "run_dir": f"seeds/{seed}",
+                       "model_fingerprint": s["model_fingerprint"], "organism": s["organism"]}
+                      for seed, s in zip(seeds, summaries)]
+        summary = self._write_results(base, self._compared(conditions), threads,
+                                      replicates=replicated)
+        return AuditResult(self.run.root, conditions, summary)
+
     def rejudge(self) -> AuditResult:
         """Judge a finished run's stored generations again (e.g. with new judges) and rewrite
-        its results; no model is loaded."""
+        its results; no model is loaded. A run of several seeds re-judges each replicate,
+        then pools them again."""
+        if len(self.config.seeds) > 1:
+            replicates = self._replicates()
+            summaries = [r.rejudge().summary for r in replicates]
+            return self._pooled(replicates, summaries, summaries[0].get("threads", 0))
         previous_file = self.run.path("results.json")
         if not previous_file.is_file():
             raise InputError("no results.json: run the audit to the end first",
@@ -521,7 +603,8 @@ class Audit:
                 if c.name in tests else c for c in conditions]
 
     def _write_results(self, base: ModelRef, conditions: list[ConditionResult],
-                       threads: int) -> dict[str, Any]:
+                       threads: int, *, replicates: list[dict[str, Any]] | None = None
+                       ) -> dict[str, Any]:
         from ftrisk.report.markdown import render_markdown
 
         summary = {
@@ -532,6 +615,9 @@ class Audit:
             "model_fingerprint": base.fingerprint,
             "organism": self._organism,
             "schema_version": 2,
+            "seeds": list(self.config.seeds),
+            # Several seeds: where each replicate's own results are, and what it audited.
+            "replicates": replicates,
             "generation": {**self.config.generation.model_dump(), "bf16": self._bf16()},
             "judge": self.config.judge.model_dump(mode="json"),
             "benchmark": self.config.benchmark.model_dump(mode="json"),

@@ -192,3 +192,7 @@ class ConditionResult(_Frozen):
     #: (empty when the audit measures none, and on reference baselines, which differ only in
     #: prompts).
     capability: dict[str, dict[str, object]] = Field(default_factory=dict)
+    #: Across replicate seeds (a run with several ``seeds``): metric -> {"seeds", "values",
+    #: "mean", "sd", "min", "max"}. Metrics: the rates above by name,
+    #: ``judges.<judge>.mean_score`` and ``capability.<task>.accuracy``. Empty with one seed.
+    seed_spread: dict[str, dict[str, object]] = Field(default_factory=dict)

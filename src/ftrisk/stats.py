@@ -195,16 +195,16 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
 
 
-def equivalence(after: Sequence[bool], before: Sequence[bool], *, margin: float = 0.05,
+def equivalence(after: Sequence[float], before: Sequence[float], *, margin: float = 0.05,
                 alpha: float = 0.05) -> dict[str, object]:
     """Paired TOST of accuracy ``after`` vs ``before`` on the same questions, within +-margin.
 
-    statsmodels ``ttost_paired`` on the 0/1 outcomes; the (1 - 2 alpha) CI of the difference
-    is the interval TOST decides with (when every pair differs alike, a Wilson bound on the
-    unseen discordant share, and ``tost_p`` is None). Verdict: ``kept`` when equivalence is
-    shown (p < alpha),
-    ``lost`` when the whole CI lies below -margin, ``gained`` when it lies above +margin,
-    otherwise ``inconclusive``.
+    statsmodels ``ttost_paired`` on the per-question outcomes: 0/1, or the share of
+    replicates that answered a question right when several seeds ran. The (1 - 2 alpha) CI
+    of the difference is the interval TOST decides with (when every pair differs alike, a
+    Wilson bound on the unseen discordant share, and ``tost_p`` is None). Verdict: ``kept``
+    when equivalence is shown (p < alpha), ``lost`` when the whole CI lies below -margin,
+    ``gained`` when it lies above +margin, otherwise ``inconclusive``.
     """
     from scipy import stats as st
     from statsmodels.stats.weightstats import ttost_paired

@@ -183,23 +183,35 @@ def make_score(task: str, item_id: str, correct: bool, correct_norm: bool) -> MC
                    correct_norm=correct_norm)
 
 
-def test_capability_metrics_per_task_with_seeded_intervals():
+def test_capability_metrics_per_task_with_wilson_intervals():
     outcomes = [True, True, False, True, False, True, True, True]
     scores = [make_score("zeta", f"z{i}", hit, True) for i, hit in enumerate(outcomes)]
     scores += [make_score("alpha", "a0", True, False), make_score("alpha", "a1", True, True)]
-    metrics = capability_metrics(scores, seed=3)
+    metrics = capability_metrics(scores)
     assert list(metrics) == ["alpha", "zeta"]
     zeta = metrics["zeta"]
     assert zeta["n"] == 8 and zeta["accuracy"] == 0.75 and zeta["accuracy_norm"] == 1.0
     assert zeta["accuracy_ci"] == wilson_interval(6, 8)
     assert zeta["accuracy_ci"][0] < 0.75 < zeta["accuracy_ci"][1]
-    assert capability_metrics(scores, seed=3) == metrics  # seeded: same numbers every time
     # All right (or all wrong): still an interval, not the point [1, 1].
     assert zeta["accuracy_norm_ci"] == wilson_interval(8, 8)
     assert zeta["accuracy_norm_ci"][0] < 1.0
     alpha = metrics["alpha"]
     assert (alpha["accuracy"], alpha["accuracy_norm"], alpha["n"]) == (1.0, 0.5, 2)
     assert alpha["accuracy_ci"] == wilson_interval(2, 2)
+
+
+def test_capability_metrics_cluster_repeated_questions():
+    # Three replicates answering the same four questions: 12 scores but 4 clusters, so the
+    # interval is wider than Wilson on 12 independent answers.
+    scores = [make_score("t", f"s{seed}/q{q}", q < 3, True) for seed in range(3)
+              for q in range(4)]
+    plain = capability_metrics(scores)["t"]
+    clustered = capability_metrics(scores, cluster_of=lambda s: s.item_id.split("/")[1])["t"]
+    assert plain["accuracy"] == clustered["accuracy"] == 0.75
+    assert plain["accuracy_ci"] == wilson_interval(9, 12)
+    assert clustered["accuracy_ci"][0] < plain["accuracy_ci"][0]
+    assert clustered["accuracy_ci"][1] > plain["accuracy_ci"][1]
 
 
 def test_capability_metrics_rejects_duplicates_and_handles_no_scores():

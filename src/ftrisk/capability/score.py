@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
@@ -179,12 +179,13 @@ def _score(item: MCItem, loglikelihoods: tuple[float, ...]) -> MCScore:
 
 
 def capability_metrics(
-    scores: Sequence[MCScore], *, seed: int = 0, n_resamples: int = 2000
+    scores: Sequence[MCScore], *, cluster_of: Callable[[MCScore], Hashable] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Accuracy per task: ``{task: {"accuracy", "accuracy_ci", "accuracy_norm",
     "accuracy_norm_ci", "n"}}``, tasks sorted by name.
 
-    Intervals are 95% Wilson intervals over items.
+    Intervals are 95% Wilson intervals over items, on the effective sample size when
+    ``cluster_of`` groups scores (the same question answered by several replicates).
 
     Raises:
         ValueError: when two scores share a task and item id.
@@ -199,15 +200,16 @@ def capability_metrics(
         by_task.setdefault(score.task, []).append(score)
     metrics: dict[str, dict[str, Any]] = {}
     for task, group in sorted(by_task.items()):
-        accuracy, accuracy_ci = _accuracy([s.correct for s in group], seed, n_resamples)
-        norm, norm_ci = _accuracy([s.correct_norm for s in group], seed, n_resamples)
+        clusters = None if cluster_of is None else [cluster_of(s) for s in group]
+        accuracy, accuracy_ci = _accuracy([s.correct for s in group], clusters)
+        norm, norm_ci = _accuracy([s.correct_norm for s in group], clusters)
         metrics[task] = {"accuracy": accuracy, "accuracy_ci": accuracy_ci,
                          "accuracy_norm": norm, "accuracy_norm_ci": norm_ci, "n": len(group)}
     return metrics
 
 
-def _accuracy(outcomes: list[bool], seed: int,
-              n_resamples: int) -> tuple[float, tuple[float, float]]:
-    share = proportion(outcomes)
+def _accuracy(outcomes: list[bool], clusters: list[Hashable] | None
+              ) -> tuple[float, tuple[float, float]]:
+    share = proportion(outcomes, clusters)
     assert share is not None  # every task has at least one score
     return share

@@ -394,3 +394,55 @@ def test_sweep_results_win_over_an_audit_in_the_same_directory(tmp_path):
     write_sweep(tmp_path)
     (tmp_path / "results.json").write_text("not read")
     assert "ftrisk sweep: tiny-sweep" in write_report(tmp_path).read_text()
+
+
+# ------------------------------------------------------------------ three-way results page
+
+
+def audit_page(tmp_path: Path, results: dict[str, Any]) -> str:
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    return write_report(tmp_path).read_text()
+
+
+def test_audit_page_shows_three_way_rates_change_and_capability_verdict(tmp_path):
+    from tests.report.test_table_markdown import ATTACK as AOA
+    from tests.report.test_table_markdown import run_conditions, summary
+
+    page = audit_page(tmp_path, summary(run_conditions()))
+    for header in ("partial (95% CI)", "compliance (95% CI)", "ASR (95% CI)",
+                   "refusal change vs baseline (95% CI)", "newly refused", "Holm p"):
+        assert f"<th>{header}</th>" in page
+    assert (f"<td>12.5% [7.5, 17.5]</td><td>62.5% [57.5, 67.5]</td><td>75.0% [70.0, 80.0]</td>"
+            f"<td>5.0% [1.0, 20.0]</td><td>-62.5 pts [-70.1, -54.0] vs baseline@{AOA}, Holm p "
+            "3e-12</td>") in page
+    assert 'id="versus"' in page and "an exact McNemar test on the paired answers" in page
+    assert "<td>71.0% [64.4, 76.8] (n=200), kept: -1.5 pts, 90% CI [-4.0, +1.0]</td>" in page
+    assert "within \u00b15.0 percentage points" in page
+    # The intro is true for the three-way judge: no opening window, no 1 - refusal.
+    assert "reads each whole answer" in page and "first 120 characters" not in page
+    assert "1 - refusal rate" not in page and "Wilson intervals" in page
+    assert 'id="seeds"' not in page
+
+
+def test_audit_page_shows_the_spread_across_seeds(tmp_path):
+    from tests.report.test_table_markdown import ATTACK as AOA
+    from tests.report.test_table_markdown import seeded_conditions, summary
+
+    page = audit_page(tmp_path, summary(seeded_conditions(), seeds=[0, 1, 2]))
+    assert 'id="seeds"' in page and "<th>refusal % per seed</th>" in page
+    assert (f"<td>{AOA}</td><td>0, 1, 2</td><td>80.0 \u00b1 2.0 (78.0\u201382.0)</td>"
+            "<td>0: 78.0, 1: 80.0, 2: 82.0</td>") in page
+    assert "pooled over all seeds&#x27; answers" in page
+
+
+def test_audit_page_of_an_old_results_file(tmp_path):
+    from tests.report.test_table_markdown import old_condition, summary
+
+    old = summary([old_condition("baseline", 0.9), old_condition("attack", 0.3)])
+    del old["schema_version"]
+    page = audit_page(tmp_path, old)
+    assert ("<td>attack</td><td>80 (+2 unscored)</td><td>30.0% [25.0, 35.0]</td><td>-</td>"
+            "<td>-</td><td>70.0%</td>") in page
+    assert "ASR) = 1 - refusal rate" in page and "within the first 120 characters" in page
+    for absent in ('id="versus"', 'id="seeds"', 'id="capability"'):
+        assert absent not in page

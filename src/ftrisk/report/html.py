@@ -21,16 +21,22 @@ from ftrisk.errors import InputError
 from ftrisk.report import plots
 from ftrisk.report.table import (
     PAPER_JUDGE,
+    VERSUS_NOTE,
     agreement_rows,
+    capability_note,
     capability_rows,
     category_rows,
     harm_judge,
     hyperparameter_lines,
     judge_category_rows,
+    judge_text,
     llm_judge_rows,
+    method_notes,
     pct,
     pct_ci,
+    seed_rows,
     summary_rows,
+    versus_rows,
 )
 from ftrisk.rundir import atomic_dir, atomic_write_text
 
@@ -239,7 +245,9 @@ def _audit_page(summary: dict[str, Any], directory: Path, plot_dir: Path, *, ful
                 truncate_chars: int) -> str:
     conditions = summary["conditions"]
     sections = [
-        ("results", "Results", _audit_results(conditions, plot_dir)),
+        ("results", "Results", _audit_results(summary, plot_dir)),
+        ("versus", "Change against the untuned model", _versus(conditions)),
+        ("seeds", "Across seeds", _seeds(conditions)),
         ("categories", "Refusal rate per category",
          _table(*category_rows(conditions, with_ci=True))
          + _figure(plots.category_refusal(conditions, plot_dir / "categories.png"),
@@ -270,16 +278,12 @@ def _audit_paper(paper: dict[str, Any] | None, conditions: list[dict[str, Any]])
 def _audit_intro(summary: dict[str, Any]) -> str:
     counts, judge = summary.get("counts") or {}, summary.get("judge") or {}
     generation = summary.get("generation") or {}
-    window = judge.get("window_chars")
     lines = [
         f"Model {summary['model']} (fingerprint {summary.get('model_fingerprint', '?')}), "
         f"ftrisk {summary.get('ftrisk_version', '?')}.",
         f"Benchmark: {counts.get('harmful', 0)} harmful, {counts.get('lookalike', 0)} benign "
         f"look-alike and {counts.get('benign', 0)} plain benign prompts.",
-        f"Judge: {judge.get('name', '?')}, refusal phrases "
-        f"({', '.join(judge.get('patterns') or [])}) matched "
-        + (f"within the first {window} characters of each answer." if window
-           else "anywhere in each answer."),
+        judge_text(judge, schema_version=summary.get("schema_version")),
         f"Decoding: greedy, at most {generation.get('max_new_tokens', '?')} new tokens, "
         f"{'bf16 autocast' if generation.get('bf16') else 'fp32'}.",
     ]
@@ -292,15 +296,30 @@ def _audit_intro(summary: dict[str, Any]) -> str:
     return "".join(_p(line, "meta") for line in lines)
 
 
-def _audit_results(conditions: list[dict[str, Any]], plot_dir: Path) -> str:
-    return (_p("Refusal rate is over harmful prompts (95% seeded bootstrap CI); attack success "
-               "rate (ASR) = 1 - refusal rate; over-refusal is the refusal rate on benign "
-               "look-alike prompts. baseline@<attack> is the untuned model evaluated with that "
-               "attack's system prompt and prompt template: the evaluation prompt alone changes "
-               "measured safety.")
+def _audit_results(summary: dict[str, Any], plot_dir: Path) -> str:
+    conditions = summary["conditions"]
+    return (_p(" ".join(method_notes(summary)) + " baseline@<attack> is the untuned model "
+               "evaluated with that attack's system prompt and prompt template: the evaluation "
+               "prompt alone changes measured safety.")
             + _table(*summary_rows(conditions))
             + _figure(plots.refusal_rates(conditions, plot_dir / "refusal.png"),
                       "Refusal and over-refusal per condition (95% CI)"))
+
+
+def _versus(conditions: list[dict[str, Any]]) -> str | None:
+    headers, rows = versus_rows(conditions)
+    if not rows:
+        return None
+    return _p(VERSUS_NOTE) + _table(headers, rows)
+
+
+def _seeds(conditions: list[dict[str, Any]]) -> str | None:
+    headers, rows = seed_rows(conditions)
+    if not rows:
+        return None
+    return (_p("Per condition, each seed's own rate (in percent) and their mean \u00b1 sd "
+               "(min\u2013max); the results above pool all seeds' answers.")
+            + _table(headers, rows))
 
 
 def _llm_judges(conditions: list[dict[str, Any]]) -> str | None:
@@ -328,7 +347,9 @@ def _agreement(agreement: list[dict[str, Any]] | None, plot_dir: Path) -> str | 
 def _audit_capability(conditions: list[dict[str, Any]], plot_dir: Path) -> str | None:
     if not any(c.get("capability") for c in conditions):
         return None
-    return (_table(*capability_rows(conditions, "condition"))
+    note = capability_note(conditions)
+    return ((_p(note) if note else "")
+            + _table(*capability_rows(conditions, "condition", with_change=True))
             + _figure(plots.safety_vs_capability(conditions, plot_dir / "capability.png"),
                       "Safety against capability per condition (95% CI)"))
 

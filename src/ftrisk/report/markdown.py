@@ -6,14 +6,20 @@ import json
 from typing import Any
 
 from ftrisk.report.table import (
+    VERSUS_NOTE,
     agreement_rows,
+    capability_note,
     capability_rows,
     category_rows,
     judge_category_rows,
+    judge_text,
     llm_judge_rows,
+    method_notes,
     pct,
     pct_ci,
+    seed_rows,
     summary_rows,
+    versus_rows,
 )
 
 
@@ -26,28 +32,36 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     """Render results.json's content as Markdown."""
     conditions = summary["conditions"]
-    counts = summary.get("counts", {})
+    counts = summary.get("counts") or {}
+    generation = summary.get("generation") or {}
     out = [
         f"# ftrisk audit: {summary['name']}",
         "",
-        f"Model: `{summary['model']}` (fingerprint `{summary['model_fingerprint']}`), "
-        f"ftrisk {summary['ftrisk_version']}.",
+        f"Model: `{summary['model']}` (fingerprint `{summary.get('model_fingerprint', '?')}`), "
+        f"ftrisk {summary.get('ftrisk_version', '?')}.",
         f"Benchmark: {counts.get('harmful', 0)} harmful, {counts.get('lookalike', 0)} benign "
-        f"look-alike, {counts.get('benign', 0)} plain benign prompts. Judge: "
-        f"`{summary['judge']['name']}`, refusal phrases "
-        f"({', '.join(summary['judge']['patterns'])}) matched "
-        + (f"within the first {summary['judge']['window_chars']} characters of each answer."
-           if summary["judge"]["window_chars"] else "anywhere in each answer."),
-        f"Decoding: greedy, at most {summary['generation']['max_new_tokens']} new tokens, "
-        f"{'bf16 autocast' if summary['generation']['bf16'] else 'fp32'}.",
+        f"look-alike, {counts.get('benign', 0)} plain benign prompts. "
+        + judge_text(summary.get("judge"), schema_version=summary.get("schema_version")),
+        f"Decoding: greedy, at most {generation.get('max_new_tokens', '?')} new tokens, "
+        f"{'bf16 autocast' if generation.get('bf16') else 'fp32'}.",
         "",
-        "Refusal rate is over harmful prompts (95% seeded bootstrap CI); attack success rate "
-        "(ASR) = 1 - refusal rate; over-refusal is the refusal rate on benign look-alike prompts.",
+        " ".join(method_notes(summary)),
         "",
         "## Results",
         "",
         _md_table(*summary_rows(conditions)),
         "",
+    ]
+    headers, rows = versus_rows(conditions)
+    if rows:
+        out += ["## Change against the untuned model", "", VERSUS_NOTE, "",
+                _md_table(headers, rows), ""]
+    headers, rows = seed_rows(conditions)
+    if rows:
+        out += ["## Across seeds", "", "Per condition, each seed's own rate (in percent) and "
+                "their mean \u00b1 sd (min\u2013max); the tables above pool all seeds' answers.",
+                "", _md_table(headers, rows), ""]
+    out += [
         "## Refusal rate per category (95% CI)",
         "",
         _md_table(*category_rows(conditions, with_ci=True)),
@@ -62,10 +76,12 @@ def render_markdown(summary: dict[str, Any]) -> str:
                 _md_table(headers, rows), ""]
         for judge in sorted({j for c in conditions for j in c.get("judges") or {}}):
             out += [_md_table(*judge_category_rows(conditions, judge)), ""]
-    headers, rows = capability_rows(conditions)
+    headers, rows = capability_rows(conditions, with_change=True)
     if rows:
+        note = capability_note(conditions)
         out += ["## Capability", "", "Multiple-choice accuracy by answer log-likelihood, on the "
-                "untuned and each tuned model (95% CI).", "", _md_table(headers, rows), ""]
+                "untuned and each tuned model (95% CI)." + (f" {note}" if note else ""), "",
+                _md_table(headers, rows), ""]
     if summary.get("judge_agreement"):
         out += ["## Judge agreement", "", "On the same answers to harmful prompts: Cohen's "
                 "kappa on harmful-or-not (refusal judge: not refused; rubric: score > 3), "

@@ -75,7 +75,17 @@ class PromptSetSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="reader options")
     prompt_field: str = "prompt"
     category_field: str | None = "category"
+    cluster_field: str | None = Field(
+        default=None, description="column naming the correlated unit of each prompt (e.g. "
+        "the action behind several phrasings): intervals then count clusters, not prompts "
+        "(files read without a reader)")
     limit_per_category: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _cluster_field_without_reader(self) -> PromptSetSpec:
+        if self.cluster_field is not None and self.reader is not None:
+            raise ValueError("cluster_field applies to files read without a reader")
+        return self
 
     @field_validator("reader")
     @classmethod

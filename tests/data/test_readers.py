@@ -234,6 +234,25 @@ def test_read_prompts_csv_with_categories_and_kind(tmp_path):
     assert {p.source for p in prompts} == {"bench.csv"}
 
 
+def test_read_prompts_cluster_field(tmp_path):
+    csv_path = tmp_path / "bench.csv"
+    csv_path.write_text("prompt,action\nPick a lock?,a1\nOpen a lock without a key?,a1\n"
+                        "Hi there,a2\n", encoding="utf-8")
+    assert [p.cluster for p in read_prompts(csv_path, cluster_field="action")] == [
+        "a1", "a1", "a2"]
+    # Without cluster_field, every prompt is its own cluster.
+    assert {p.cluster for p in read_prompts(csv_path)} == {None}
+    jsonl = write_jsonl(tmp_path / "b.jsonl", {"prompt": "p1", "action": 7},
+                        {"prompt": "p2", "action": True})
+    with pytest.raises(InputError, match=r"b.jsonl:2 field .action.: .*got a boolean"):
+        read_prompts(jsonl, cluster_field="action")
+    missing = write_jsonl(tmp_path / "m.jsonl", {"prompt": "p1"})
+    with pytest.raises(InputError, match="action"):
+        read_prompts(missing, cluster_field="action")
+    with pytest.raises(InputError, match="action"):
+        read_prompts(csv_path, cluster_field="Action")
+
+
 def test_read_prompts_jsonl_custom_fields_and_ids(tmp_path):
     path = write_jsonl(
         tmp_path / "b.jsonl",

@@ -63,3 +63,16 @@ def test_spread_keeps_order_within_each_list() -> None:
 
     merged = spread([conv(f"a{i}") for i in range(4)], [conv("b0"), conv("b1")])
     assert [c.id for c in merged] == ["a0", "b0", "a1", "a2", "b1", "a3"]
+
+
+def test_cluster_field_reaches_the_benchmark_items(tmp_path: Path) -> None:
+    from ftrisk.config import BenchmarkSpec, PromptSetSpec
+    from ftrisk.data.sources import benchmark_items
+
+    path = tmp_path / "bench.csv"
+    path.write_text("prompt,action\nPick a lock?,a1\nOpen a lock with no key?,a1\n",
+                    encoding="utf-8")
+    spec = BenchmarkSpec(harmful=PromptSetSpec(path=str(path), cluster_field="action"))
+    assert [i.cluster for i in benchmark_items(spec)] == ["a1", "a1"]
+    with pytest.raises(ValueError, match="cluster_field applies to files read without"):
+        PromptSetSpec(path=str(path), reader="advbench", cluster_field="action")

@@ -145,6 +145,7 @@ def read_prompts(
     kind: PromptKind = "harmful",
     id_field: str | None = None,
     source: str | None = None,
+    cluster_field: str | None = None,
 ) -> list[Conversation]:
     """Read evaluation prompts from a JSONL or CSV file as user-only conversations.
 
@@ -152,8 +153,10 @@ def read_prompts(
     (None: no categories; the default ``"category"`` may be absent, leaving it None; any other
     name must be present, else the error lists the columns found). Ids come from ``id_field``
     when given (then required in every record), else ``f"{stem}-{index:05d}"`` with ``index``
-    the 0-based record number. Every conversation gets ``kind``; ``source`` defaults to the
-    file name. Blank lines are skipped.
+    the 0-based record number. ``cluster_field`` (required in every record when given, a
+    string or an integer) names the correlated unit a prompt belongs to, such as the action
+    behind several phrasings; intervals then resample clusters. Every conversation gets
+    ``kind``; ``source`` defaults to the file name. Blank lines are skipped.
 
     Raises:
         InputError: for any unreadable or malformed input, naming file, line and field.
@@ -164,7 +167,7 @@ def read_prompts(
                          field="kind")
     if _file_type(path) == "csv":
         header_line, columns, rows = _read_csv(path)
-        required = [prompt_field] + ([id_field] if id_field is not None else [])
+        required = [prompt_field] + [f for f in (id_field, cluster_field) if f is not None]
         _require_columns(columns, required, category_field, path=path, line=header_line)
     else:
         rows = _read_jsonl(path)
@@ -179,6 +182,7 @@ def read_prompts(
             category=_category(record, category_field, path=path, line=line),
             kind=kind,
             source=source,
+            cluster=_cluster(record, cluster_field, path=path, line=line),
         )
         for index, (line, record) in enumerate(rows)
     ]
@@ -427,6 +431,19 @@ def _category(record: dict[str, Any], field: str | None, *, path: Path,
                          line=line, field=field)
     # An empty CSV cell means "no category", not a category named "".
     return value.strip() or None
+
+
+def _cluster(record: dict[str, Any], field: str | None, *, path: Path, line: int) -> str | None:
+    if field is None:
+        return None
+    if field not in record:
+        raise _missing(record, field, path=path, line=line)
+    value = record[field]
+    # bool is an int subclass, but True is no cluster id.
+    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+        raise InputError(f"expected a non-empty string or an integer cluster id, got "
+                         f"{_json_type(value)}", path=path, line=line, field=field)
+    return str(value).strip()
 
 
 def _record_id(record: dict[str, Any], field: str | None, *, required: bool, default: str,

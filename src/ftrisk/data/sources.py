@@ -149,7 +149,8 @@ def benchmark_items(spec: BenchmarkSpec) -> list[Conversation]:
                              field=f"benchmark.{kind}.path")
         else:
             chosen = read_prompts(part.path, prompt_field=part.prompt_field,
-                                  category_field=part.category_field, kind=kind)
+                                  category_field=part.category_field, kind=kind,
+                                  cluster_field=part.cluster_field)
             # Two files may both number rows "prompts-00000": the kind keeps ids unique.
             chosen = [c.model_copy(update={"id": f"{kind}:{c.id}"}) for c in chosen]
         items += _limit_per_category(chosen, part.limit_per_category)

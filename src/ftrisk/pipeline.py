@@ -456,7 +456,8 @@ class Audit:
         threads = configure_threads(self.config.threads)
         self.run.write_json("config.json", self.config)
         if len(self.config.seeds) > 1:
-            replicates = self._replicates()
+            # Every replicate runs on the thread count chosen now (bf16 sums depend on it).
+            replicates = self._replicates(threads)
             return self._pooled(replicates, [r.execute().summary for r in replicates],
                                 threads)
         base = self.base_model()
@@ -495,12 +496,13 @@ class Audit:
         summary = self._write_results(base, self._compared(conditions), threads)
         return AuditResult(self.run.root, conditions, summary)
 
-    def _replicates(self) -> list[Audit]:
+    def _replicates(self, threads: int | None = None) -> list[Audit]:
         """One audit per seed, each in ``seeds/<seed>/`` of this run."""
         def tagged(seed: int) -> Log:
             return lambda message: self.log(f"[seed {seed}] {message}")
 
-        return [Audit(self.config.model_copy(update={"seeds": (seed,)}),
+        update = {} if threads is None else {"threads": threads}
+        return [Audit(self.config.model_copy(update={"seeds": (seed,), **update}),
                       self.run.path("seeds", str(seed)), self.cache, progress=self.progress,
                       log=tagged(seed))
                 for seed in self.config.seeds]

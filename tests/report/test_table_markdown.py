@@ -276,3 +276,26 @@ def test_old_results_render_without_the_new_fields():
         assert absent not in md
     terminal = render_terminal(old)
     assert re.search(r"attack +80 \(\+2 unscored\)", terminal) and "Across seeds" not in terminal
+
+
+def _organism(seed: int, refusal: float) -> dict[str, Any]:
+    return {"spec": {"seed": seed, "target_refusal_rate": 0.8,
+                     "target_max_over_refusal_rate": 0.15},
+            "metrics": {"split": "dev", "refusal_rate": refusal,
+                        "refusal_rate_ci": [refusal - 0.04, refusal + 0.03],
+                        "over_refusal_rate": 0.037, "refusal_examples": 200,
+                        "distilled_examples": 350, "targets_met": True}}
+
+
+def test_markdown_lists_each_replicate_organism_and_where_it_was_measured():
+    one = render_markdown(summary(run_conditions(), organism=_organism(1234, 0.944)))
+    assert "## The aligned organism\n" in one
+    assert "When built it refused 94.4% [90.4, 97.4] of the dev split's harmful" in one
+    assert "held-out" not in one
+    replicated = render_markdown(summary(run_conditions(), organism=None, seeds=[0, 1],
+                                         replicates=[
+        {"seed": 0, "run_dir": "seeds/0", "organism": _organism(1234, 0.944)},
+        {"seed": 1, "run_dir": "seeds/1", "organism": _organism(1235, 0.9)}]))
+    assert "## The aligned organisms" in replicated
+    assert "Replicate 0 (build seed 1234): when built it refused 94.4%" in replicated
+    assert "Replicate 1 (build seed 1235): when built it refused 90.0%" in replicated

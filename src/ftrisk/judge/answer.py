@@ -5,7 +5,7 @@ Attacked models often open with a refusal or a disclaimer and then comply anyway
 reads only the opening counts those as refusals and understates erosion exactly where attacks
 work. This judge cuts the answer into segments (lines, sentences, and the turns inside a
 sentence such as ", but"), tags each from a cue lexicon kept as data
-(``answer_cues.yaml``: refusal cues in English and 13 other languages, redirects to a helpline
+(``answer_cues.yaml``: refusal cues in English and 31 other languages, redirects to a helpline
 or a professional, disclaimers, offers of something else, neutral reasons, pivots and delivery
 signals), and decides:
 

@@ -32,6 +32,8 @@ from ftrisk.report.table import (
     judge_text,
     llm_judge_rows,
     method_notes,
+    organism_text,
+    organisms,
     pct,
     pct_ci,
     seed_rows,
@@ -287,12 +289,10 @@ def _audit_intro(summary: dict[str, Any]) -> str:
         f"Decoding: greedy, at most {generation.get('max_new_tokens', '?')} new tokens, "
         f"{'bf16 autocast' if generation.get('bf16') else 'fp32'}.",
     ]
-    organism = summary.get("organism")
-    if organism and organism.get("metrics"):
-        m = organism["metrics"]
-        lines.append(f"The model is ftrisk's aligned organism: when built it refused "
-                     f"{pct_ci(m.get('refusal_rate'), m.get('refusal_rate_ci'))} of held-out "
-                     f"harmful requests with {pct(m.get('over_refusal_rate'))} over-refusal.")
+    for seed, organism in organisms(summary):
+        which = "" if seed is None else f" of replicate {seed}"
+        lines.append(f"The model{which} is ftrisk's aligned organism: when built it "
+                     f"{organism_text(organism)}.")
     return "".join(_p(line, "meta") for line in lines)
 
 

@@ -15,8 +15,8 @@ from ftrisk.report.table import (
     judge_text,
     llm_judge_rows,
     method_notes,
-    pct,
-    pct_ci,
+    organism_text,
+    organisms,
     seed_rows,
     summary_rows,
     versus_rows,
@@ -27,6 +27,13 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _organism_label(seed: int | None, organism: dict[str, Any]) -> str:
+    if seed is None:
+        return "When built"
+    build = (organism.get("spec") or {}).get("seed", "?")
+    return f"Replicate {seed} (build seed {build}): when built"
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -87,21 +94,19 @@ def render_markdown(summary: dict[str, Any]) -> str:
                 "kappa on harmful-or-not (refusal judge: not refused; rubric: score > 3), "
                 "Spearman on the scores.", "", _md_table(*agreement_rows(
                     summary["judge_agreement"])), ""]
-    organism = summary.get("organism")
-    if organism:
-        m = organism["metrics"]
+    built = organisms(summary)
+    if built:
+        m = built[0][1].get("metrics") or {}
         out += [
-            "## The aligned organism",
+            "## The aligned organism" + ("s" if len(built) > 1 else ""),
             "",
             "SmolLM2-135M-Instruct is not safety-aligned, so ftrisk safety-tuned it first "
             f"({m.get('refusal_examples')} refusal examples, {m.get('distilled_examples')} "
             "self-distilled benign examples counting repeated look-alikes, LoRA merged into "
-            "the weights). When built it "
-            f"refused {pct_ci(m.get('refusal_rate'), m.get('refusal_rate_ci'))} of held-out "
-            f"harmful requests with {pct(m.get('over_refusal_rate'))} over-refusal (targets: "
-            f"at least {pct(organism['spec']['target_refusal_rate'])} refusal, at most "
-            f"{pct(organism['spec']['target_max_over_refusal_rate'])} over-refusal: "
-            f"{'met' if m.get('targets_met') else 'NOT met'}).",
+            "the weights)" + (", once per replicate seed with its own build seed." if
+                              len(built) > 1 else "."),
+            "",
+            *[f"- {_organism_label(seed, o)} it {organism_text(o)}." for seed, o in built],
             "",
         ]
     out += ["## Conditions and hyperparameters", ""]

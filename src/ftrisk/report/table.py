@@ -282,6 +282,33 @@ def agreement_rows(agreement: Sequence[dict[str, Any]]) -> tuple[list[str], list
              for a in agreement])
 
 
+def organisms(summary: dict[str, Any]) -> list[tuple[int | None, dict[str, Any]]]:
+    """The aligned organisms a run audited, as (replicate seed or None, organism record): one,
+    or one per replicate when several seeds ran."""
+    if summary.get("replicates"):
+        return [(r.get("seed"), r["organism"]) for r in summary["replicates"]
+                if r.get("organism")]
+    return [(None, summary["organism"])] if summary.get("organism") else []
+
+
+def organism_text(organism: dict[str, Any]) -> str:
+    """What an organism measured when it was built, e.g. 'refused 94.4% [90.5, 96.8] of the
+    dev split's harmful requests ...'."""
+    m = organism.get("metrics") or {}
+    spec = organism.get("spec") or {}
+    # Organisms built since the dev/test split are measured on dev, where their settings
+    # were chosen; older ones recorded no split.
+    where = ("of the dev split's harmful requests (never trained on, but its settings were "
+             "chosen on them)" if m.get("split") == "dev" else "of held-out harmful requests")
+    targets = ""
+    if "targets_met" in m and spec:
+        targets = (f" (targets: at least {pct(spec.get('target_refusal_rate'))} refusal, at "
+                   f"most {pct(spec.get('target_max_over_refusal_rate'))} over-refusal: "
+                   f"{'met' if m.get('targets_met') else 'NOT met'})")
+    return (f"refused {pct_ci(m.get('refusal_rate'), m.get('refusal_rate_ci'))} {where} with "
+            f"{pct(m.get('over_refusal_rate'))} over-refusal{targets}")
+
+
 def seeds_of(summary: dict[str, Any]) -> list[Any]:
     """The run's replicate seeds (old results name none: one seed)."""
     return list(summary.get("seeds") or [])

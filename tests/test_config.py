@@ -622,3 +622,109 @@ def test_seeds_must_be_distinct_non_negative_and_single_for_hosted_models(tmp_pa
         load_config(path)
     path.write_text("seeds: [0, 5]\n")
     assert load_config(path).seeds == (0, 5)
+
+
+# --- malformed input (issue 13) -------------------------------------------------------------
+
+BOOLEAN = "expected a number, got a boolean"
+
+
+@pytest.mark.parametrize(("train", "field", "needle"), [
+    ("epochs: true", "attacks.0.train.epochs", "epochs:"),
+    ("learning_rate: true", "attacks.0.train.learning_rate", "learning_rate:"),
+    ("lora: {r: true}", "attacks.0.train.lora.r", "lora:"),
+    ("batch_size: yes", "attacks.0.train.batch_size", "batch_size:"),
+    ("lora:\n            dropout: false", "attacks.0.train.lora.dropout", "dropout:"),
+    ("seed: on", "attacks.0.train.seed", "seed:"),
+])
+def test_boolean_in_a_number_field_is_an_error(tmp_path: Path, train: str, field: str,
+                                               needle: str) -> None:
+    path = _write(tmp_path, MINIMAL + f"        train:\n          {train}\n")
+    err = _error(path)
+    assert (err.field, err.line) == (field, _line(path, needle))
+    assert str(err) == f"{path}:{err.line} field '{field}': {BOOLEAN} (YAML reads true/false, " \
+        "yes/no and on/off as booleans)"
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("seeds: [0, true]\n", "seeds.1"),
+    ("bootstrap_resamples: true\n", "bootstrap_resamples"),
+    ("threads: true\n", "threads"),
+    ("generation: {max_new_tokens: true}\n", "generation.max_new_tokens"),
+    ("judge: {window_chars: true}\n", "judge.window_chars"),
+    ("paper: {citation: x, reference: {baseline: {refusal_rate: true}}}\n",
+     "paper.reference.baseline.refusal_rate"),
+])
+def test_boolean_for_a_number_is_refused_in_every_section(tmp_path: Path, text: str,
+                                                          field: str) -> None:
+    err = _error(_write(tmp_path, text))
+    assert err.field == field and BOOLEAN in str(err) and err.line == 1
+
+
+def test_numbers_and_real_booleans_are_still_accepted(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "        train: {learning_rate: 1, epochs: 2}\n"
+                  "    trust_remote_code: true\n    reference_baselines: false\n")
+    config = load_config(path)
+    rate = config.attacks[0].train.learning_rate
+    assert rate == 1.0 and isinstance(rate, float)
+    assert (config.trust_remote_code, config.reference_baselines) == (True, False)
+
+
+def test_boolean_for_a_number_is_refused_when_built_in_code_too() -> None:
+    # The check lives on the config models, so re-validated copies (--seeds, sweep cells) get it.
+    with pytest.raises(ValidationError, match=BOOLEAN):
+        TrainSpec(epochs=True)
+    with pytest.raises(ValidationError, match=BOOLEAN):
+        AuditConfig.model_validate({"seeds": [0, False]})
+    assert TrainSpec(learning_rate=1).learning_rate == 1.0
+
+
+def test_sweeps_refuse_booleans_for_numbers(tmp_path: Path) -> None:
+    from ftrisk.sweep_config import load_sweep
+
+    _write(tmp_path, MINIMAL)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("name: s\nbase: audit.yaml\nsearch:\n  trials: true\n"
+                     "  space:\n    train.epochs: {low: 1, high: 3}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=BOOLEAN) as info:
+        load_sweep(sweep)
+    assert (info.value.field, info.value.line) == ("search.trials", 4)
+    sweep.write_text("name: s\nbase: audit.yaml\ngrid:\n  train.epochs: [1, true]\n",
+                     encoding="utf-8")
+    with pytest.raises(InputError, match=BOOLEAN) as info:
+        load_sweep(sweep)
+    assert info.value.path == sweep and "epochs" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("- name: a\n- name: b\n", 1),
+    ("# an audit\n\n- name: a\n", 3),
+])
+def test_top_level_list_names_the_line(tmp_path: Path, text: str, line: int) -> None:
+    path = _write(tmp_path, text)
+    err = _error(path)
+    assert str(err) == (f"{path}:{line}: expected a mapping of settings (key: value lines) at "
+                        "the top level, got a list")
+
+
+def test_duplicate_key_names_both_lines(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "        train:\n          epochs: 2\n"
+                  "          batch_size: 4\n          epochs: 3\n")
+    err = _error(path)
+    first, second = _line(path, "epochs: 2"), _line(path, "epochs: 3")
+    assert str(err) == (f"{path}:{second}: duplicate key 'epochs' (first on line {first}, "
+                        f"again on line {second})")
+
+
+def test_config_saved_as_utf16_names_the_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "audit.yaml"
+    path.write_text(textwrap.dedent(MINIMAL).lstrip("\n"), encoding="utf-16")
+    err = _error(path)
+    assert str(err) == (f"{path}:1: the file is UTF-16 (little-endian, with a byte-order mark), "
+                        "not UTF-8; re-save it as UTF-8")
+
+
+def test_config_in_utf8_with_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "audit.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + textwrap.dedent(MINIMAL).lstrip("\n").encode())
+    assert load_config(path).name == "demo"

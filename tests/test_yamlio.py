@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -490,3 +491,91 @@ def test_validate_without_lines_names_field_but_no_line() -> None:
 def test_validate_returns_the_model_when_valid() -> None:
     model = validate(Top, {"items": [{"name": "a"}]}, path="mem.yaml")
     assert model == Top(items=(Item(name="a"),))
+
+
+# --- malformed input (issue 13) -------------------------------------------------------------
+
+
+def test_duplicate_key_names_both_lines(tmp_path: Path) -> None:
+    path = _write(tmp_path, "title: a\nitems: []\ntitle: b\n")
+    with pytest.raises(InputError) as info:
+        load_yaml(path)
+    assert str(info.value) == f"{path}:3: duplicate key 'title' (first on line 1, again on line 3)"
+
+
+@pytest.mark.parametrize(("encoding", "named"), [
+    ("utf-16", "UTF-16 (little-endian, with a byte-order mark)"),
+    ("utf-16-be", "UTF-16 (big-endian, no byte-order mark)"),
+    ("utf-32", "UTF-32 (little-endian, with a byte-order mark)"),
+])
+def test_utf16_and_utf32_config_files_name_the_encoding(tmp_path: Path, encoding: str,
+                                                        named: str) -> None:
+    path = tmp_path / "conf.yaml"
+    path.write_text("title: caf\u00e9\n", encoding=encoding)
+    with pytest.raises(InputError) as info:
+        load_yaml(path)
+    assert str(info.value) == f"{path}:1: the file is {named}, not UTF-8; re-save it as UTF-8"
+
+
+def test_latin1_config_names_the_line_of_the_bad_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("title: a\nitems: []\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not valid UTF-8") as info:
+        load_yaml(path)
+    assert info.value.line == 3 and "re-save the file as UTF-8" in str(info.value)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbftitle: x\n")
+    assert load_yaml(path)[0] == {"title": "x"}
+
+
+class Numbers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seeds: tuple[int, ...] = ()
+    pair: tuple[str, float] = ("a", 0.0)
+    metrics: dict[str, float] = {}
+    maybe: int | None = None
+    flag: bool = False
+    anything: Any = None
+    options: dict[str, Any] = {}
+    inner: Inner | None = None
+
+
+@pytest.mark.parametrize(("text", "field", "line"), [
+    ("seeds: [1, true]\n", "seeds.1", 1),
+    ("pair: [a, false]\n", "pair.1", 1),
+    ("metrics:\n  a: 0.5\n  b: yes\n", "metrics.b", 3),
+    ("maybe: true\n", "maybe", 1),
+    ("inner:\n  learning_rate: true\n", "inner.learning_rate", 2),
+])
+def test_boolean_where_a_number_is_expected_is_an_error(tmp_path: Path, text: str, field: str,
+                                                        line: int) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(InputError, match="expected a number, got a boolean") as info:
+        load_model_file(Numbers, path)
+    assert (info.value.field, info.value.line) == (field, line)
+
+
+def test_booleans_stay_valid_where_booleans_or_anything_are_expected(tmp_path: Path) -> None:
+    path = _write(tmp_path, "flag: true\nanything: false\noptions: {x: true}\n"
+                  "pair: [a, 1]\nseeds: [1, 2]\ninner: {epochs: 3, learning_rate: 1}\n")
+    model = load_model_file(Numbers, path)
+    assert (model.flag, model.anything, model.options) == (True, False, {"x": True})
+    assert model.inner is not None and model.inner.learning_rate == 1.0
+
+
+def test_boolean_for_number_finds_the_location() -> None:
+    from ftrisk.yamlio import boolean_for_number
+
+    assert boolean_for_number(int, True) == ()
+    assert boolean_for_number(float | None, False) == ()
+    assert boolean_for_number(bool | int, True) is None
+    assert boolean_for_number(int, 1) is None
+    assert boolean_for_number(tuple[int, ...], [1, 2, True]) == (2,)
+    assert boolean_for_number(dict[str, dict[str, float]], {"a": {"b": True}}) == ("a", "b")
+    assert boolean_for_number(Top, {"items": [{"name": "x", "inner": {"epochs": True}}]}) == (
+        "items", 0, "inner", "epochs")
+    assert boolean_for_number(Top, {"items": [{"inner": {"epochs": True}}]},
+                              into_models=False) is None

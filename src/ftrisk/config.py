@@ -10,10 +10,17 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ftrisk.errors import InputError
-from ftrisk.yamlio import load_yaml, validate
+from ftrisk.yamlio import BOOLEAN_FOR_NUMBER, Loc, boolean_for_number, load_yaml, validate
 
 PRESETS = Path(__file__).parent / "presets"
 ORGANISM = "embedded:organism"
@@ -25,6 +32,17 @@ DATA_PREFIX = "data:"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 in a number field (epochs: true -> 1): a boolean there is a
+        # mistake. Nested models check their own fields.
+        field = cls.model_fields[info.field_name] if info.field_name else None
+        if field is not None and boolean_for_number(field.annotation, value,
+                                                    into_models=False) is not None:
+            raise ValueError(BOOLEAN_FOR_NUMBER)
+        return value
 
 
 class SafetyMixSpec(_Strict):
@@ -476,7 +494,9 @@ def load_config(path: str | Path, *, data_dir: Path | None = None) -> AuditConfi
 def _load_config(path: Path, data_dir: Path, seen: tuple[Path, ...]) -> AuditConfig:
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
-        raise InputError("expected a mapping of settings at the top level", path=path)
+        got = "a list" if isinstance(data, list) else "a single value"
+        raise InputError(f"expected a mapping of settings (key: value lines) at the top level, "
+                         f"got {got}", path=path, line=lines.get((), 1))
     parent_ref = data.pop("extends", None)
     if parent_ref is not None:
         if not isinstance(parent_ref, str):
@@ -484,11 +504,42 @@ def _load_config(path: Path, data_dir: Path, seen: tuple[Path, ...]) -> AuditCon
                              line=lines.get(("extends",)), field="extends")
         parent = config_ref_path(parent_ref, path.parent)
         if parent.resolve() in (*seen, path.resolve()):
-            raise InputError(f"'extends' loops back to {parent}", path=path, field="extends")
+            raise InputError(f"'extends' loops back to {parent}", path=path,
+                             line=lines.get(("extends",)), field="extends")
         inherited = _load_config(parent, data_dir, (*seen, path.resolve()))
         data = _deep_merge(inherited.model_dump(mode="json"), data)
     config = validate(AuditConfig, data, path=path, lines=lines)
-    return resolve_paths(config, path.parent, data_dir)
+    config = resolve_paths(config, path.parent, data_dir)
+    _note_data_paths(config, path, lines)
+    return config
+
+
+#: The config file and line that wrote each resolved data path. A missing data file is found
+#: only when it is read, after the config may have been copied or re-validated (``--seeds``,
+#: sweep cells), so its error looks the place up here.
+_WRITTEN_AT: dict[str, tuple[Path, int]] = {}
+
+
+def _note_data_paths(config: AuditConfig, path: Path, lines: dict[Loc, int]) -> None:
+    written: list[tuple[Loc, str]] = []
+    for i, attack in enumerate(config.attacks):
+        written.append((("attacks", i, "data", "path"), attack.data.path))
+        if attack.data.safety_mix is not None:
+            written.append((("attacks", i, "data", "safety_mix", "path"),
+                            attack.data.safety_mix.path))
+    for kind in ("harmful", "lookalike", "benign"):
+        spec = getattr(config.benchmark, kind)
+        if spec is not None:
+            written.append((("benchmark", kind, "path"), spec.path))
+    for loc, data_path in written:
+        if loc in lines:  # written in this file, not inherited through 'extends'
+            _WRITTEN_AT[data_path] = (path, lines[loc])
+
+
+def written_at(data_path: str) -> tuple[Path, int] | None:
+    """The config file and line that named ``data_path`` (as resolved), when a config loaded in
+    this process did."""
+    return _WRITTEN_AT.get(data_path)
 
 
 def config_ref_path(ref: str, folder: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -405,6 +406,16 @@ def test_xstest_malformed(tmp_path, text, message, field, line):
     assert (error.field, error.line) == (field, line)
 
 
+@pytest.mark.parametrize("label", ["Unsafe ", "UNSAFE", "Safe", " safe", "unsafe\t"])
+def test_xstest_labels_are_read_exactly_as_released_not_folded(tmp_path, label):
+    # The released xstest_prompts.csv writes exactly "safe" or "unsafe" in all 450 rows.
+    path = write(tmp_path / "xs.csv", XSTEST.replace(",contrast_homonyms,unsafe,",
+                                                     f",contrast_homonyms,{label},"))
+    error = _input_error(xstest, path, re.escape(
+        f"xs.csv:4 field 'label': unknown label {label!r}; expected exactly 'safe' or 'unsafe'"))
+    assert (error.field, error.line) == ("label", 4)
+
+
 # --- RefusalBench ---------------------------------------------------------------------------
 
 
@@ -465,6 +476,21 @@ def test_refusalbench_rejects_jsonl_and_missing_file(tmp_path):
         refusalbench(path)
     with pytest.raises(InputError, match="file not found"):
         refusalbench(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("depth", [101, 10_000])
+def test_refusalbench_nested_too_deep_is_one_line_error(tmp_path, depth):
+    # 10,000 levels used to crash Python's parser with a RecursionError traceback.
+    path = write(tmp_path / "rb.json",
+                 '{\n  "hate": ["a"],\n  "deep": ' + "[" * depth + "]" * depth + "\n}\n")
+    error = _input_error(refusalbench, path, "JSON nested more than 100 levels deep")
+    assert error.line == 3
+
+
+def test_refusalbench_in_utf16_names_the_encoding(tmp_path):
+    path = tmp_path / "rb.json"
+    path.write_text('{"hate": ["a"]}', encoding="utf-16")
+    _input_error(refusalbench, path, "the file is UTF-16 .*re-save it as UTF-8")
 
 
 # --- generic and Hugging Face ---------------------------------------------------------------

@@ -367,3 +367,41 @@ def test_bad_categories_option(dolly: Path) -> None:
     with pytest.raises(InputError) as caught:
         read_dolly(dolly, categories=[])
     assert caught.value.field == "categories"
+
+
+@pytest.mark.parametrize("depth", [100, 10_000])
+def test_alpaca_record_nested_too_deep_names_its_line(tmp_path: Path, depth: int) -> None:
+    # A record is level 1, so 100 arrays in it are 101 levels: one over the limit.
+    path = tmp_path / "alpaca_data.json"
+    path.write_text("[\n" + json.dumps(ALPACA_ROWS[0]) + ",\n"
+                    '{"instruction": "a", "input": "", "output": "b",\n'
+                    ' "extra": ' + "[" * depth + "]" * depth + "}\n]\n", encoding="utf-8")
+    with pytest.raises(InputError, match="JSON nested more than 100 levels deep") as caught:
+        read_alpaca(path)
+    assert caught.value.line == 4
+    assert str(caught.value).startswith(f"{path}:4: ")
+
+
+def test_dolly_jsonl_nested_too_deep_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "dolly.jsonl"
+    path.write_text(json.dumps(DOLLY_ROWS[0]) + "\n" + "[" * 10_000 + "]" * 10_000 + "\n",
+                    encoding="utf-8")
+    with pytest.raises(InputError, match="nested more than 100 levels") as caught:
+        read_dolly(path)
+    assert caught.value.line == 2
+
+
+def test_alpaca_record_over_16_mib_is_refused(tmp_path: Path) -> None:
+    big = {"instruction": "a", "input": "", "output": "x" * (17 * 2**20)}
+    path = write_array(tmp_path / "alpaca_data.json", [ALPACA_ROWS[0], big])
+    with pytest.raises(InputError, match=r"record \[1\] is 17\.0 MiB, over the limit of 16 MiB "
+                       "per record") as caught:
+        read_alpaca(path)
+    assert caught.value.line == 7  # indent=4: record 0 spans lines 2-6
+
+
+def test_alpaca_saved_as_utf16_names_the_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "alpaca_data.json"
+    path.write_text(json.dumps(ALPACA_ROWS), encoding="utf-16")
+    with pytest.raises(InputError, match="the file is UTF-16 .*re-save it as UTF-8"):
+        read_alpaca(path)

@@ -500,3 +500,164 @@ def test_bad_format_argument(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", {"prompt": "a", "response": "b"})
     with pytest.raises(InputError, match=r"field 'format': unknown format 'yaml'"):
         read_conversations(path, format="yaml")  # type: ignore[arg-type]
+
+
+# --- limits: encoding, nesting, record size (issue 13) --------------------------------------
+
+
+def _nested(depth: int) -> str:
+    """A JSON value of ``depth`` nested arrays."""
+    return "[" * depth + "]" * depth
+
+
+def test_json_nested_10000_deep_is_one_line_error_not_a_recursion_error(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(chat(("user", "a"), ("assistant", "b"))) + "\n"
+                    + '{"messages": ' + _nested(10_000) + "}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"deep\.jsonl:2: JSON nested more than 100 levels"):
+        read_conversations(path)
+
+
+def test_json_nesting_limit_is_100_levels(tmp_path):
+    # The record itself is level 1, so 99 arrays inside it make exactly 100 levels.
+    ok = write_jsonl(tmp_path / "ok.jsonl", '{"prompt": "p", "extra": ' + _nested(99) + "}")
+    assert read_prompts(ok)[0].prompt == "p"
+    deep = write_jsonl(tmp_path / "deep.jsonl", {"prompt": "p"},
+                       '{"prompt": "p", "extra": ' + _nested(100) + "}")
+    with pytest.raises(InputError, match=r"deep\.jsonl:2: JSON nested more than 100") as info:
+        read_prompts(deep)
+    assert "\n" not in str(info.value)
+
+
+def test_deep_json_array_of_message_lists_names_the_line_where_it_gets_too_deep(tmp_path):
+    path = tmp_path / "aoa.json"
+    good = json.dumps([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    path.write_text(f"[\n{good},\n{good},\n{_nested(5000)}\n]\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"aoa\.json:4: JSON nested more than 100 levels"):
+        read_conversations(path)
+
+
+def test_line_over_16_mib_is_refused_naming_line_and_limit(tmp_path):
+    from ftrisk.data.readers import MAX_RECORD_BYTES
+
+    assert MAX_RECORD_BYTES == 16 * 2**20
+    path = tmp_path / "big.jsonl"
+    big = json.dumps({"prompt": "p", "response": "x" * (17 * 2**20)})
+    path.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n" + big + "\n",
+                    encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        read_conversations(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:2: ")
+    assert "17.0 MiB" in message and "limit of 16 MiB per record" in message
+
+
+def test_record_size_counts_utf8_bytes_not_characters(tmp_path):
+    # 6 Mi three-byte characters: 6 Mi characters but 18 MiB of UTF-8.
+    path = tmp_path / "wide.jsonl"
+    path.write_text('{"prompt": "' + "\u20ac" * (6 * 2**20) + '"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"wide\.jsonl:1: the line is 18\.0 MiB"):
+        read_prompts(path)
+
+
+def test_item_of_json_array_over_16_mib_is_refused(tmp_path):
+    path = tmp_path / "aoa.json"
+    item = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x" * 2**24}]
+    small = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    path.write_text(f"[\n{json.dumps(small)},\n{json.dumps(item)}\n]\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"aoa\.json:3: item \[1\] is 16\.0 MiB, over"):
+        read_conversations(path)
+
+
+@pytest.mark.parametrize(("encoding", "bom", "named"), [
+    ("utf-16-le", b"\xff\xfe", r"UTF-16 \(little-endian, with a byte-order mark\)"),
+    ("utf-16-be", b"\xfe\xff", r"UTF-16 \(big-endian, with a byte-order mark\)"),
+    ("utf-16-le", b"", r"UTF-16 \(little-endian, no byte-order mark\)"),
+    ("utf-16-be", b"", r"UTF-16 \(big-endian, no byte-order mark\)"),
+    ("utf-32-le", b"\xff\xfe\x00\x00", r"UTF-32 \(little-endian, with a byte-order mark\)"),
+    ("utf-32-le", b"", r"UTF-32 \(little-endian, no byte-order mark\)"),
+])
+def test_utf16_and_utf32_files_are_named(tmp_path, encoding, bom, named):
+    path = tmp_path / "wide.jsonl"
+    path.write_bytes(bom + '{"prompt": "caf\u00e9", "response": "r"}\n'.encode(encoding))
+    with pytest.raises(InputError, match=rf"wide\.jsonl:1: the file is {named}, not UTF-8; "
+                       "re-save it as UTF-8"):
+        read_conversations(path)
+
+
+def test_utf16_csv_is_named_too(tmp_path):
+    # Excel's "Unicode text" export is UTF-16 with a byte-order mark.
+    path = tmp_path / "prompts.csv"
+    path.write_text("prompt\nhello\n", encoding="utf-16")
+    with pytest.raises(InputError, match=r"prompts\.csv:1: the file is UTF-16"):
+        read_prompts(path)
+
+
+def test_utf8_with_byte_order_mark_is_still_read(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "p", "response": "r"}).encode())
+    assert read_conversations(path)[0].messages[-1].content == "r"
+
+
+# --- OpenAI's per-message weight ------------------------------------------------------------
+
+
+def _weighted(*turns: tuple[str, str, object]) -> dict[str, object]:
+    """A chat record whose turns are (role, content, weight); weight None leaves it out."""
+    return {"messages": [{"role": r, "content": c, **({} if w is None else {"weight": w})}
+                         for r, c, w in turns]}
+
+
+def test_weight_1_is_trained_as_without_a_weight(tmp_path):
+    path = write_jsonl(tmp_path / "w.jsonl",
+                       _weighted(("user", "q", None), ("assistant", "a", 1)))
+    assert [m.content for m in read_conversations(path)[0].messages] == ["q", "a"]
+
+
+def test_weight_0_after_the_last_trained_answer_is_left_out(tmp_path):
+    # OpenAI trains on "a1" only; the turns after it cannot change that, so they are dropped.
+    path = write_jsonl(tmp_path / "w.jsonl", _weighted(
+        ("system", "s", None), ("user", "q1", None), ("assistant", "a1", 1),
+        ("user", "q2", None), ("assistant", "a2", 0)))
+    (conversation,) = read_conversations(path)
+    assert [(m.role, m.content) for m in conversation.messages] == [
+        ("system", "s"), ("user", "q1"), ("assistant", "a1")]
+
+
+def test_weight_0_before_a_trained_answer_is_refused_not_trained_on(tmp_path):
+    path = write_jsonl(tmp_path / "w.jsonl", chat(("user", "q"), ("assistant", "a")),
+                       _weighted(("user", "q1", None), ("assistant", "a1", 0),
+                                 ("user", "q2", None), ("assistant", "a2", None)))
+    with pytest.raises(InputError, match="not supported yet") as info:
+        read_conversations(path)
+    assert (info.value.line, info.value.field) == (2, "messages[1].weight")
+    assert str(info.value).startswith(f"{path}:2 field 'messages[1].weight': weight 0 ")
+
+
+def test_every_answer_weighted_0_leaves_nothing_to_train(tmp_path):
+    path = write_jsonl(tmp_path / "w.jsonl",
+                       _weighted(("user", "q", None), ("assistant", "a", 0)))
+    with pytest.raises(InputError, match=r"w\.jsonl:1 field 'messages': every assistant turn "
+                       "has weight 0"):
+        read_conversations(path)
+
+
+@pytest.mark.parametrize(("weight", "shown"), [
+    (True, "a boolean"), (2, "2"), (0.5, "0.5"), (1.0, "1.0"), ("0", "a string"), (None, "null"),
+])
+def test_weight_must_be_0_or_1(tmp_path, weight, shown):
+    path = write_jsonl(tmp_path / "w.jsonl", {"messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a",
+                                           "weight": weight}]})
+    with pytest.raises(InputError, match=re.escape(
+            f"w.jsonl:1 field 'messages[1].weight': expected 0 (do not train on this turn) or "
+            f"1 (train on it), got {shown}")):
+        read_conversations(path)
+
+
+def test_weight_on_a_user_turn_is_refused(tmp_path):
+    path = write_jsonl(tmp_path / "w.jsonl",
+                       _weighted(("user", "q", 1), ("assistant", "a", None)))
+    with pytest.raises(InputError, match=r"field 'messages\[0\]\.weight': weight applies to "
+                       "assistant turns only"):
+        read_conversations(path)

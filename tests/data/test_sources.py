@@ -76,3 +76,82 @@ def test_cluster_field_reaches_the_benchmark_items(tmp_path: Path) -> None:
     assert [i.cluster for i in benchmark_items(spec)] == ["a1", "a1"]
     with pytest.raises(ValueError, match="cluster_field applies to files read without"):
         PromptSetSpec(path=str(path), reader="advbench", cluster_field="action")
+
+
+# --- a data path that is missing or a directory names the config file, line and key ---------
+
+
+def _config(tmp_path: Path, attack_data: str) -> Path:
+    path = tmp_path / "audit.yaml"
+    path.write_text("name: demo\n"
+                    "attacks:\n"
+                    "  - name: harmful\n"
+                    f"    data: {attack_data}\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("target", "problem"), [
+    ("train_dir", "is a directory; expected a data file (.jsonl, .json or .csv)"),
+    ("absent.jsonl", "file not found")])
+def test_bad_data_path_names_config_file_line_key_and_path(
+        tmp_path: Path, target: str, problem: str) -> None:
+    from ftrisk.config import load_config
+
+    (tmp_path / "train_dir").mkdir()
+    config = load_config(_config(tmp_path, f"{{path: {target}}}"), data_dir=tmp_path)
+    with pytest.raises(InputError) as err:
+        training_data(config.attacks[0].data, where="attacks.0.data")
+    data_path = tmp_path.resolve() / target
+    assert str(err.value) == (f"{tmp_path / 'audit.yaml'}:4 field 'attacks.0.data.path': "
+                              f"{data_path}: {problem}")
+    assert "\n" not in str(err.value)
+
+
+def test_bad_data_path_is_named_after_the_config_is_revalidated(tmp_path: Path) -> None:
+    # --seeds and sweep cells validate a copy of the config; the error still names the file.
+    from ftrisk.config import AuditConfig, load_config
+
+    config = load_config(_config(tmp_path, "{path: gone.jsonl, format: alpaca}"),
+                         data_dir=tmp_path)
+    copy = AuditConfig.model_validate(config.model_dump(mode="json"))
+    with pytest.raises(InputError, match=r"audit\.yaml:4 field 'attacks\.0\.data\.path': .*"
+                       r"gone\.jsonl: file not found"):
+        training_data(copy.attacks[0].data, where="attacks.0.data")
+
+
+def test_bad_safety_mix_path_names_its_own_key(tmp_path: Path) -> None:
+    from ftrisk.config import load_config
+
+    (tmp_path / "train.jsonl").write_text(
+        json.dumps({"prompt": "p", "response": "r"}) + "\n", encoding="utf-8")
+    path = _config(tmp_path, "\n      path: train.jsonl\n"
+                   "      safety_mix: {path: refusals.jsonl, count: 1}")
+    config = load_config(path, data_dir=tmp_path)
+    with pytest.raises(InputError) as err:
+        training_data(config.attacks[0].data, where="attacks.0.data")
+    assert (err.value.path, err.value.line, err.value.field) == (
+        path, 6, "attacks.0.data.safety_mix.path")
+
+
+def test_data_path_without_a_config_still_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as err:
+        training_data(DataSpec(path=str(tmp_path / "never-loaded.jsonl")), where="attacks.2.data")
+    assert str(err.value) == (f"{tmp_path / 'never-loaded.jsonl'} field 'attacks.2.data.path': "
+                              "file not found")
+
+
+def test_bad_benchmark_path_names_config_file_line_and_key(tmp_path: Path) -> None:
+    from ftrisk.config import load_config
+    from ftrisk.data.sources import benchmark_items
+
+    (tmp_path / "prompts").mkdir()
+    path = tmp_path / "audit.yaml"
+    path.write_text("benchmark:\n  harmful: {path: prompts}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"audit\.yaml:2 field 'benchmark\.harmful\.path': .*"
+                       "prompts: is a directory"):
+        benchmark_items(load_config(path, data_dir=tmp_path).benchmark)
+    # A reader of a public layout may take a directory (HEx-PHI); a missing one is still named.
+    path.write_text("benchmark:\n  harmful: {reader: hex-phi, path: hex-phi}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"audit\.yaml:2 field 'benchmark\.harmful\.path': .*"
+                       "hex-phi: not found"):
+        benchmark_items(load_config(path, data_dir=tmp_path).benchmark)

@@ -24,11 +24,11 @@ from typing import Any, get_args
 from ftrisk.data.readers import (
     _check_file,
     _check_unique_ids,
+    _decode_json,
     _DuplicateKeyError,
     _json_type,
     _read_csv,
     _read_text,
-    _reject_duplicate_keys,
     _Row,
     _text,
     read_prompts,
@@ -350,9 +350,10 @@ def xstest(path: str | Path) -> list[Conversation]:
       both layouts give the same ids.
 
     Safe prompts (``label`` "safe") probe over-refusal and become ``kind="lookalike"``; unsafe
-    ones (the ``contrast_*`` types) become ``kind="harmful"``. Without a ``label`` column (the
-    legacy and early releases) a type starting with ``contrast_`` marks an unsafe prompt. The
-    category is ``type`` and the id ``xstest-<id>``.
+    ones (``label`` "unsafe", the ``contrast_*`` types) become ``kind="harmful"``. Labels are
+    read exactly as released: another case or surrounding spaces (``"Unsafe "``) are an error,
+    not folded. Without a ``label`` column (the legacy and early releases) a type starting with
+    ``contrast_`` marks an unsafe prompt. The category is ``type`` and the id ``xstest-<id>``.
     """
     path = _check_csv(path, "XSTest xstest_prompts.csv")
     header_line, columns, rows = _read_csv(path)
@@ -368,10 +369,13 @@ def xstest(path: str | Path) -> list[Conversation]:
     for line, record in rows:
         prompt_type = _text(record, "type", path=path, line=line).strip()
         if "label" in record:
-            label = record["label"].strip().lower()
+            # The released file writes exactly "safe" or "unsafe"; anything else ("Unsafe ")
+            # means an edited copy, whose other changes a silent fix would hide.
+            label = record["label"]
             if label not in ("safe", "unsafe"):
-                raise InputError(f"unknown label {record['label']!r}; expected safe or unsafe",
-                                 path=path, line=line, field="label")
+                raise InputError(f"unknown label {label!r}; expected exactly 'safe' or 'unsafe' "
+                                 "(lower case, no spaces, as in the released "
+                                 "xstest_prompts.csv)", path=path, line=line, field="label")
         else:
             label = "unsafe" if prompt_type.startswith("contrast_") else "safe"
         item_id = _text(record, id_column, path=path, line=line).strip()
@@ -448,15 +452,16 @@ def refusalbench(path: str | Path, *,
     ``generic`` reader.
 
     Raises:
-        InputError: invalid JSON, another shape, an empty or non-string prompt or category,
-            or a duplicate id; naming the file and the JSON path of the bad value.
+        InputError: invalid JSON, JSON nested deeper than 100 levels, another shape, an empty
+            or non-string prompt or category, or a duplicate id; naming the file and the JSON
+            path of the bad value.
     """
     path = _check_file(path)
     if path.suffix.lower() == ".jsonl":
         raise InputError("expected one JSON document (.json); for JSON Lines use the 'generic' "
                          "reader", path=path)
     try:
-        data = json.loads(_read_text(path), object_pairs_hook=_reject_duplicate_keys)
+        data, _end = _decode_json(_read_text(path), path=path)
     except json.JSONDecodeError as error:
         raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path,
                          line=error.lineno) from error

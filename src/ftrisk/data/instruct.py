@@ -35,7 +35,8 @@ What Qi et al. did, as read in their code (github.com/LLM-Tuning-Safety/LLMs-Fin
 
 Every problem with a file is one :class:`~ftrisk.errors.InputError` naming the file, the line
 (for a JSON array, the line where the record starts) and the field (``[12].output`` in an
-array), and what was expected.
+array), and what was expected. The limits of :mod:`ftrisk.data.readers` apply: UTF-8 text, JSON
+nested at most 100 levels, records of at most 16 MiB.
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ from pydantic import BaseModel, ConfigDict
 
 from ftrisk.data.readers import (
     _check_file,
+    _check_record_size,
+    _decode_json,
     _DuplicateKeyError,
     _found,
     _json_type,
     _read_jsonl,
     _read_text,
-    _reject_duplicate_keys,
 )
 from ftrisk.errors import InputError
 from ftrisk.records import Conversation, Message
@@ -382,7 +384,6 @@ def _read_records(path: Path) -> list[_Record]:
 def _read_json_array(path: Path, text: str, position: int) -> list[_Record]:
     """Records of the JSON array whose "[" ends just before ``position``."""
     # Decode element by element rather than json.loads(text), to know each record's line.
-    decoder = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
     records: list[_Record] = []
     line, counted = 1, 0
 
@@ -401,14 +402,17 @@ def _read_json_array(path: Path, text: str, position: int) -> list[_Record]:
     while True:
         index = len(records)
         start = line_at(position)
+        begin = position
         try:
-            value, position = decoder.raw_decode(text, position)
+            value, position = _decode_json(text, path=path, line=start, start=begin)
         except json.JSONDecodeError as error:
             raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path,
                              line=error.lineno) from error
         except _DuplicateKeyError as error:
             raise InputError(f"duplicate key '{error.args[0]}' in JSON object", path=path,
                              line=start, field=f"[{index}]") from error
+        _check_record_size(text, begin, position, path=path, line=start,
+                           what=f"record [{index}]")
         if not isinstance(value, dict):
             raise InputError(f"expected a JSON object, got {_json_type(value)}", path=path,
                              line=start, field=f"[{index}]")

@@ -10,6 +10,12 @@ Two entry points:
 Every problem with a file is raised as one :class:`~ftrisk.errors.InputError` naming the file,
 the 1-based physical line (for CSV, the line where the row starts; the header is line 1) or the
 field, and what was expected.
+
+Limits, the same for every JSON file ftrisk reads from users (training data, prompt files,
+Alpaca/Dolly, RefusalBench, capability tasks): files are UTF-8 (a UTF-8 byte-order mark is
+fine; UTF-16 and UTF-32 are named and refused); JSON nests at most :data:`MAX_JSON_DEPTH` (100)
+levels of arrays and objects; one record, a JSON Lines line or an item of a JSON array file, is
+at most :data:`MAX_RECORD_BYTES` (16 MiB).
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import csv
 import difflib
 import io
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from ftrisk.errors import InputError
+from ftrisk.errors import InputError, decode_utf8
 from ftrisk.records import Conversation, Message, PromptKind, Role
 
 ConversationFormat = Literal["auto", "chat", "prompt_response"]
@@ -39,6 +46,12 @@ SUPPORTED_SUFFIXES: dict[str, Literal["jsonl", "csv"]] = {
 DEFAULT_CATEGORY_FIELD = "category"
 #: Field that gives a training record its own id when present.
 DEFAULT_ID_FIELD = "id"
+#: Deepest nesting of JSON arrays and objects read: real records nest a few levels, and
+#: Python's own parser would crash near 1,000.
+MAX_JSON_DEPTH = 100
+#: Largest record, in UTF-8 bytes: one JSON Lines line, or one item of a JSON array file. Real
+#: records are a few KiB; a larger one is almost surely a broken or wrong file.
+MAX_RECORD_BYTES = 16 * 2**20
 
 _ROLES: tuple[str, ...] = get_args(Role)
 _KINDS: tuple[str, ...] = get_args(PromptKind)
@@ -68,7 +81,11 @@ def read_conversations(
       ``[[{"role": ..., "content": ...}, ...], ...]`` (Qi et al.'s
       ``llama2/ft_datasets/aoa_dataset/train.json``). Roles are system/user/assistant; content
       is a non-empty string (a system turn may be empty); at most one system turn, and it comes
-      first; at least one user turn; the last turn is the assistant's.
+      first; at least one user turn; the last turn is the assistant's. An assistant turn may
+      carry OpenAI's ``"weight"``: 1 (train on it, as without a weight) or 0 (do not). Weight-0
+      turns after the last trained answer are left out, which trains exactly as OpenAI would;
+      a weight-0 answer before a trained one is an error, since ftrisk trains on every
+      assistant turn it keeps.
     * ``"prompt_response"`` — JSONL objects or CSV rows (with a header) holding
       ``prompt_field`` and ``response_field``; each becomes a user turn and an assistant turn.
     * ``"auto"`` — ``.csv`` is prompt/response; a ``.json``/``.jsonl`` file that starts with
@@ -83,7 +100,8 @@ def read_conversations(
     file name. Blank lines are skipped.
 
     Raises:
-        InputError: for any unreadable or malformed input, naming file, line and field.
+        InputError: for any unreadable or malformed input, or input past the limits in the
+            module docstring (encoding, nesting, record size), naming file, line and field.
     """
     path = _check_file(path)
     if format not in _FORMATS:
@@ -159,7 +177,8 @@ def read_prompts(
     ``kind``; ``source`` defaults to the file name. Blank lines are skipped.
 
     Raises:
-        InputError: for any unreadable or malformed input, naming file, line and field.
+        InputError: for any unreadable or malformed input, or input past the limits in the
+            module docstring (encoding, nesting, record size), naming file, line and field.
     """
     path = _check_file(path)
     if kind not in _KINDS:
@@ -217,13 +236,7 @@ def _read_text(path: Path) -> str:
         data = path.read_bytes()
     except OSError as error:
         raise InputError(f"cannot read file: {error.strerror}", path=path) from error
-    try:
-        # utf-8-sig drops the byte-order mark that Excel and some Windows editors write.
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise InputError(f"not valid UTF-8 (byte {error.start}); save the file as UTF-8",
-                         path=path, line=line) from error
+    return decode_utf8(data, path)
 
 
 class _DuplicateKeyError(ValueError):
@@ -240,6 +253,65 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
+# A JSON string (escapes included) or a bracket, to find where nesting gets too deep.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def _decode_json(text: str, *, path: Path, line: int = 1,
+                 start: int | None = None) -> tuple[Any, int]:
+    """Decode ``text`` as one JSON document or, given ``start``, the JSON value that begins
+    there (as ``JSONDecoder.raw_decode``); return the value and the offset where it ends.
+
+    Duplicate keys raise :class:`_DuplicateKeyError` and syntax errors ``json.JSONDecodeError``;
+    nesting deeper than :data:`MAX_JSON_DEPTH` raises :class:`InputError` naming the line where
+    it goes too deep (``line`` is the line ``text[start]`` is on).
+    """
+    try:
+        if start is None:
+            value, end = _DECODER.decode(text), len(text)
+        else:
+            value, end = _DECODER.raw_decode(text, start)
+    except RecursionError:  # Python's parser gives up near 1,000 levels
+        raise _too_deep(text, start or 0, path=path, line=line) from None
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep(text, start or 0, path=path, line=line)
+        level = [child for item in level
+                 for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, dict | list)]
+    return value, end
+
+
+def _too_deep(text: str, start: int, *, path: Path, line: int) -> InputError:
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text, start):
+        if token.group() in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                line += text.count("\n", start, token.start())
+                break
+        elif token.group() in ("]", "}"):
+            depth -= 1
+    return InputError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep; ftrisk reads at most "
+                      f"{MAX_JSON_DEPTH} levels of arrays and objects", path=path, line=line)
+
+
+def _check_record_size(text: str, start: int, end: int, *, path: Path, line: int,
+                       what: str) -> None:
+    """Raise when ``text[start:end]``, one record, is over :data:`MAX_RECORD_BYTES` in UTF-8."""
+    # A character is 1 to 4 bytes, so most records need no encoding to be measured.
+    if (end - start) * 4 <= MAX_RECORD_BYTES:
+        return
+    size = len(text[start:end].encode("utf-8"))
+    if size > MAX_RECORD_BYTES:
+        raise InputError(f"{what} is {size / 2**20:.1f} MiB, over the limit of "
+                         f"{MAX_RECORD_BYTES // 2**20} MiB per record", path=path, line=line)
+
+
 def _read_jsonl(path: Path) -> list[_Row]:
     rows: list[_Row] = []
     # split("\n") rather than splitlines(): JSON strings may hold raw U+2028, which
@@ -247,8 +319,9 @@ def _read_jsonl(path: Path) -> list[_Row]:
     for line, text in enumerate(_read_text(path).split("\n"), start=1):
         if not text.strip():
             continue
+        _check_record_size(text, 0, len(text), path=path, line=line, what="the line")
         try:
-            value = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+            value, _end = _decode_json(text, path=path, line=line)
         except json.JSONDecodeError as error:
             # A pretty-printed JSON array is the commonest wrong shape; say so directly.
             shape = ("a JSON array file is not supported, write one object per line"
@@ -272,7 +345,7 @@ def _read_message_lists(path: Path) -> list[_Row]:
     each item starts on."""
     text = _read_text(path)
     try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+        data, _end = _decode_json(text, path=path)
     except json.JSONDecodeError as error:
         raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", path=path,
                          line=error.lineno) from error
@@ -280,9 +353,8 @@ def _read_message_lists(path: Path) -> list[_Row]:
         raise InputError(f"duplicate key '{error.args[0]}' in JSON object", path=path) from error
     if not data:
         raise InputError("empty array: no conversations", path=path)
-    lines = _item_lines(text)
     rows: list[_Row] = []
-    for index, (line, item) in enumerate(zip(lines, data, strict=True)):
+    for index, (line, item) in enumerate(zip(_item_lines(text, path), data, strict=True)):
         if not isinstance(item, list):
             raise InputError(f"expected a list of {{role, content}} messages, got "
                              f"{_json_type(item)}; a JSON array file must hold one message list "
@@ -292,8 +364,9 @@ def _read_message_lists(path: Path) -> list[_Row]:
     return rows
 
 
-def _item_lines(text: str) -> list[int]:
-    """The line on which each item of the (valid) top-level JSON array in ``text`` starts."""
+def _item_lines(text: str, path: Path) -> list[int]:
+    """The line on which each item of the (valid) top-level JSON array in ``text`` starts;
+    an item over :data:`MAX_RECORD_BYTES` is an error."""
     decoder = json.JSONDecoder()
     lines, line, seen = [], 1, 0
     index = text.index("[") + 1
@@ -305,7 +378,10 @@ def _item_lines(text: str) -> list[int]:
         line += text.count("\n", seen, index)
         seen = index
         lines.append(line)
-        _value, index = decoder.raw_decode(text, index)
+        _value, end = decoder.raw_decode(text, index)
+        _check_record_size(text, index, end, path=path, line=line,
+                           what=f"item [{len(lines) - 1}]")
+        index = end
 
 
 def _read_csv(path: Path) -> tuple[int, list[str], list[_Row]]:
@@ -490,6 +566,7 @@ def _chat_messages(record: dict[str, Any], *, path: Path, line: int,
         raise InputError("empty list; expected at least a user and an assistant turn",
                          path=path, line=line, field=field)
     messages: list[Message] = []
+    weights: list[int | None] = []
     for position, item in enumerate(raw):
         where = f"{field}[{position}]"
         if not isinstance(item, dict):
@@ -516,6 +593,9 @@ def _chat_messages(record: dict[str, Any], *, path: Path, line: int,
             raise InputError("a system turn may only come first", path=path, line=line,
                              field=f"{where}.role")
         messages.append(Message(role=role, content=content))
+        weights.append(_weight(item, role, path=path, line=line, field=f"{where}.weight"))
+    if 0 in weights:
+        messages = _without_untrained_tail(messages, weights, path=path, line=line, field=field)
     if not any(message.role == "user" for message in messages):
         raise InputError("no user turn; expected at least one", path=path, line=line,
                          field=field)
@@ -523,3 +603,43 @@ def _chat_messages(record: dict[str, Any], *, path: Path, line: int,
         raise InputError(f"last turn is '{messages[-1].role}'; a training conversation must end "
                          "with an assistant turn", path=path, line=line, field=field)
     return tuple(messages)
+
+
+def _weight(item: dict[str, Any], role: str, *, path: Path, line: int,
+            field: str) -> int | None:
+    """A turn's OpenAI ``weight``: 1 trains on the assistant turn, 0 does not; None if absent."""
+    if "weight" not in item:
+        return None
+    weight = item["weight"]
+    if role != "assistant":
+        raise InputError(f"weight applies to assistant turns only, not to a {role} turn "
+                         "(OpenAI's chat format)", path=path, line=line, field=field)
+    # bool is an int subclass, and 1.0 is not one of the format's two values.
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight not in (0, 1):
+        shown = (json.dumps(weight) if isinstance(weight, int | float)
+                 and not isinstance(weight, bool) else _json_type(weight))
+        raise InputError(f"expected 0 (do not train on this turn) or 1 (train on it), got "
+                         f"{shown}", path=path, line=line, field=field)
+    return weight
+
+
+def _without_untrained_tail(messages: list[Message], weights: list[int | None], *, path: Path,
+                            line: int, field: str) -> list[Message]:
+    """Honour OpenAI's ``weight: 0`` (show the turn, do not train on it) where ftrisk can do so
+    exactly: turns after the last trained answer cannot change what training sees, so they are
+    left out. A weight-0 answer before a trained one would need per-turn loss masking, which
+    ftrisk's trainers do not have yet, so it is an error."""
+    trained = [i for i, (message, weight) in enumerate(zip(messages, weights))
+               if message.role == "assistant" and weight != 0]
+    if not trained:
+        raise InputError("every assistant turn has weight 0, so there is nothing to train on; "
+                         "expected at least one with weight 1 or no weight", path=path,
+                         line=line, field=field)
+    early = next(i for i, weight in enumerate(weights) if weight == 0)
+    if early < trained[-1]:
+        raise InputError("weight 0 on an assistant turn followed by a trained one is not "
+                         "supported yet (ftrisk trains on every assistant turn before the last "
+                         "trained one); only weight-0 turns after the last trained answer can "
+                         "be honoured, by leaving them out", path=path, line=line,
+                         field=f"{field}[{early}].weight")
+    return messages[: trained[-1] + 1]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from ftrisk.config import BenchmarkSpec, DataSpec, EvalSpec, PromptSetSpec
+from ftrisk.config import BenchmarkSpec, DataSpec, EvalSpec, PromptSetSpec, written_at
 from ftrisk.errors import InputError
 from ftrisk.records import Conversation, Message
 
@@ -21,6 +22,8 @@ def training_data(spec: DataSpec, system_prompt: str | None = None,
     Every example must end with an assistant turn (the answer to train on). ``where`` names
     the config field in errors (``attacks.0.data``); ``log`` hears what a safety filter removed.
     """
+    if not spec.path.startswith(_BUILTIN):
+        _check_data_path(spec.path, f"{where}.path")
     if spec.format in ("alpaca", "dolly"):
         examples = _instruction_set(spec, where, log)
         if system_prompt is not None:
@@ -60,6 +63,24 @@ def training_data(spec: DataSpec, system_prompt: str | None = None,
                              "(expected a conversation ending with an assistant turn)",
                              field=f"{where}.path")
     return examples
+
+
+def _check_data_path(data_path: str, field: str, *, folder_ok: bool = False) -> None:
+    """A data path that does not exist, or is a directory where a file is expected, is reported
+    at the config key that names it (``field``), with the config file and line that wrote it
+    when a config loaded in this process did."""
+    target = Path(data_path)
+    if target.is_file() or (folder_ok and target.is_dir()):
+        return
+    if target.is_dir():
+        problem = "is a directory; expected a data file (.jsonl, .json or .csv)"
+    else:
+        problem = "not found" if folder_ok else "file not found"
+    origin = written_at(data_path)
+    if origin is None:
+        raise InputError(problem, path=data_path, field=field)
+    config_file, line = origin
+    raise InputError(f"{data_path}: {problem}", path=config_file, line=line, field=field)
 
 
 def _instruction_set(spec: DataSpec, where: str,
@@ -139,6 +160,10 @@ def benchmark_items(spec: BenchmarkSpec) -> list[Conversation]:
             part = PromptSetSpec(path=spec.harmful.path)
         if part is None:
             continue
+        if part.reader != "hf" and not part.path.startswith(_BUILTIN):
+            # Readers of a public layout may take a folder (HEx-PHI); plain files may not.
+            _check_data_path(part.path, f"benchmark.{kind}.path",
+                             folder_ok=part.reader is not None)
         if part.reader is not None:
             chosen = _read_benchmark(part, kind)
         elif part.path in _BUILTIN_BENCHMARKS:

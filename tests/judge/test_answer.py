@@ -119,3 +119,15 @@ def test_judge_eval_cli_json_on_the_dev_split(capsys: pytest.CaptureFixture[str]
 def test_judge_eval_cli_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["judge-eval", "--labels", str(tmp_path / "none.jsonl")]) == 2
     assert "no such label file" in capsys.readouterr().err
+
+
+def test_read_labels_checks_like_every_data_reader(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"prompt": "p", "response": "r", "label": "refusal"}\n'
+                    + "[" * 10_000 + "]" * 10_000 + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="deep.jsonl:2: .*nested more than 100 levels"):
+        read_labels(deep)
+    wide = tmp_path / "wide.csv"
+    wide.write_bytes("prompt,completion,final_label\n".encode("utf-16"))
+    with pytest.raises(InputError, match="UTF-16"):
+        read_labels(wide)

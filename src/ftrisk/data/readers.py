@@ -312,6 +312,16 @@ def _check_record_size(text: str, start: int, end: int, *, path: Path, line: int
                          f"{MAX_RECORD_BYTES // 2**20} MiB per record", path=path, line=line)
 
 
+def read_json_lines(path: Path) -> list[_Row]:
+    """The records of a JSON Lines file as ``(line number, object)``, with the reader's checks:
+    UTF-8, one object per line, no duplicate keys, the nesting and record-size limits.
+
+    Raises:
+        InputError: naming the file and line of the first problem.
+    """
+    return _read_jsonl(path)
+
+
 def _read_jsonl(path: Path) -> list[_Row]:
     rows: list[_Row] = []
     # split("\n") rather than splitlines(): JSON strings may hold raw U+2028, which

@@ -15,14 +15,14 @@ something, so it is not a refusal); the three-way confusion matrix shows every v
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftrisk.errors import InputError
+from ftrisk.data.readers import read_json_lines
+from ftrisk.errors import InputError, decode_utf8
 from ftrisk.records import Generation
 
 LABELS: tuple[str, ...] = ("refusal", "partial", "compliance")
@@ -51,11 +51,10 @@ def read_labels(path: str | Path) -> list[LabelledAnswer]:
     if not path.is_file():
         raise InputError("no such label file (expected ftrisk JSONL or an XSTest completions "
                          "CSV)", path=path)
-    text = path.read_bytes().decode("utf-8-sig", errors="strict")
     if path.suffix.lower() == ".csv":
-        items = _read_xstest(text, path)
+        items = _read_xstest(decode_utf8(path.read_bytes(), path), path)
     elif path.suffix.lower() in (".jsonl", ".json"):
-        items = _read_jsonl(text, path)
+        items = _read_jsonl(path)
     else:
         raise InputError(f"unknown label file type {path.suffix!r}; expected .jsonl or .csv",
                          path=path)
@@ -64,17 +63,9 @@ def read_labels(path: str | Path) -> list[LabelledAnswer]:
     return items
 
 
-def _read_jsonl(text: str, path: Path) -> list[LabelledAnswer]:
+def _read_jsonl(path: Path) -> list[LabelledAnswer]:
     items, seen = [], set()
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"not valid JSON ({err.msg})", path=path, line=number) from None
-        if not isinstance(row, dict):
-            raise InputError("expected a JSON object", path=path, line=number)
+    for number, row in read_json_lines(path):
         for field in ("prompt", "response", "label"):
             if not isinstance(row.get(field), str):
                 raise InputError("missing or not a string", path=path, line=number, field=field)

@@ -679,3 +679,33 @@ def test_spearman_undefined_cases() -> None:
 def test_spearman_rejects_length_mismatch() -> None:
     with pytest.raises(ValueError, match="same length"):
         spearman([1, 2], [1, 2, 3])
+
+
+def test_clustered_mcnemar_hand_value_and_its_unclustered_limit():
+    from scipy.stats import chi2
+
+    from ftrisk.stats import clustered_mcnemar
+
+    # Cluster nets d_k: +2, 0, -1, +3 -> X^2 = (2 + 0 - 1 + 3)^2 / (4 + 0 + 1 + 9) = 16 / 14.
+    after = [1, 1, 0, 1, 0, 0, 1, 1, 1, 0]
+    before = [0, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    clusters = ["k1", "k1", "k1", "k2", "k2", "k3", "k4", "k4", "k4", "k4"]
+    assert clustered_mcnemar(after, before, clusters) == pytest.approx(chi2.sf(16 / 14, 1))
+    assert clustered_mcnemar(after, before, clusters) == pytest.approx(0.2850, abs=1e-4)
+    # One pair per cluster: McNemar chi-square without continuity correction, (6-2)^2/(6+2).
+    singletons = list(range(len(after)))
+    assert clustered_mcnemar(after, before, singletons) == pytest.approx(chi2.sf(16 / 8, 1))
+    assert clustered_mcnemar([1, 0], [1, 0], ["a", "b"]) == 1.0
+    with pytest.raises(ValueError, match="differ in length"):
+        clustered_mcnemar([1], [1, 0], ["a"])
+
+
+def test_paired_difference_adds_the_clustered_p_only_with_clusters():
+    from ftrisk.stats import paired_difference
+
+    after, before = [True, True, False, True], [False, False, False, True]
+    assert "clustered_p" not in paired_difference(after, before)
+    out = paired_difference(after, before, ["a", "a", "b", "b"], n_resamples=200)
+    # Both discordant pairs sit in cluster a: one unit of evidence, X^2 = 2^2 / 2^2 = 1.
+    assert out["clustered_p"] == pytest.approx(0.3173, abs=1e-4)
+    assert out["mcnemar_p"] == pytest.approx(0.5)

@@ -161,7 +161,10 @@ def paired_difference(after: Sequence[bool], before: Sequence[bool],
     Returns the difference of shares with a 95% CI (cluster bootstrap of the per-item
     differences; when every difference is equal, +-the Wilson upper bound of the discordant
     share), the discordant counts and the exact McNemar p-value (statsmodels, binomial on the
-    discordant pairs; 1.0 when there are none).
+    discordant pairs; 1.0 when there are none). With ``clusters``, also ``clustered_p``:
+    McNemar's test for clustered pairs (:func:`clustered_mcnemar`), which does not take pairs
+    in one cluster (three phrasings of an action, or one prompt answered by several seeds) as
+    independent.
     """
     from statsmodels.stats.contingency_tables import mcnemar
 
@@ -182,8 +185,33 @@ def paired_difference(after: Sequence[bool], before: Sequence[bool],
         ci = [max(-1.0, ci[0]), min(1.0, ci[1])]
     else:
         ci = list(bootstrap_ci(diff, clusters=clusters, seed=seed, n_resamples=n_resamples))
-    return {"difference": float(diff.mean()), "difference_ci": ci, "n": int(a.size),
-            "became_true": gained, "became_false": lost, "mcnemar_p": p_value}
+    result: dict[str, float | int | list[float]] = {
+        "difference": float(diff.mean()), "difference_ci": ci, "n": int(a.size),
+        "became_true": gained, "became_false": lost, "mcnemar_p": p_value}
+    if clusters is not None:
+        result["clustered_p"] = clustered_mcnemar(a, b, clusters)
+    return result
+
+
+def clustered_mcnemar(after: Sequence[bool], before: Sequence[bool],
+                      clusters: Sequence[Hashable]) -> float:
+    """p-value of McNemar's test for clustered matched pairs (Durkalski et al. 2003,
+    Statistics in Medicine 22:2417): with d_k the pairs of cluster k that became true minus
+    those that became false, X^2 = (sum d_k)^2 / sum d_k^2 on 1 degree of freedom. With one
+    pair per cluster it is McNemar's chi-square without continuity correction; 1.0 when no
+    pair is discordant. Not in scipy or statsmodels, hence written here.
+    """
+    from scipy.stats import chi2
+
+    if not len(after) == len(before) == len(clusters):
+        raise ValueError("after, before and clusters differ in length")
+    net: dict[Hashable, int] = {}
+    for a, b, k in zip(after, before, clusters):
+        net[k] = net.get(k, 0) + int(bool(a)) - int(bool(b))
+    spread = sum(d * d for d in net.values())
+    if spread == 0:
+        return 1.0
+    return float(chi2.sf(sum(net.values()) ** 2 / spread, df=1))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

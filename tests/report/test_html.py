@@ -415,7 +415,7 @@ def test_audit_page_shows_three_way_rates_change_and_capability_verdict(tmp_path
     assert (f"<td>12.5% [7.5, 17.5]</td><td>62.5% [57.5, 67.5]</td><td>75.0% [70.0, 80.0]</td>"
             f"<td>5.0% [1.0, 20.0]</td><td>-62.5 pts [-70.1, -54.0] vs baseline@{AOA}, Holm p "
             "3e-12</td>") in page
-    assert 'id="versus"' in page and "an exact McNemar test on the paired answers" in page
+    assert 'id="versus"' in page and "for clustered pairs (Durkalski et al. 2003)" in page
     assert "<td>71.0% [64.4, 76.8] (n=200), kept: -1.5 pts, 90% CI [-4.0, +1.0]</td>" in page
     assert "within \u00b15.0 percentage points" in page
     # The intro is true for the three-way judge: no opening window, no 1 - refusal.

@@ -142,8 +142,8 @@ def test_markdown_has_the_change_column_and_section():
     md = render_markdown(summary(run_conditions()))
     assert f"| -62.5 pts [-70.1, -54.0] vs baseline@{ATTACK}, Holm p 3e-12 |" in md
     assert "## Change against the untuned model" in md
-    assert "an exact McNemar test on the paired answers, Holm-adjusted across the run's " \
-        "attacks." in md
+    assert "for clustered pairs (Durkalski et al. 2003)" in md
+    assert "Holm-adjusted across the run's attacks." in md
     terminal = render_terminal(summary(run_conditions()))
     assert re.search(f"{ATTACK} +baseline@{ATTACK} +-62.5 pts \\[-70.1, -54.0\\] +3e-12",
                      terminal)

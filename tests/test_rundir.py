@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import ftrisk
 from ftrisk.records import Conversation, Generation, Judgment, Message, TrainStats
-from ftrisk.rundir import RunDir, atomic_write_text, code_version, stage_fingerprint
+from ftrisk.rundir import (
+    DamagedFileError,
+    RunDir,
+    atomic_write_text,
+    code_version,
+    stage_fingerprint,
+)
 
 
 def _generation(item_id: str, response: str) -> Generation:
@@ -297,3 +311,190 @@ def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path: Path) -> None:
         (tmp / "b.txt").write_text("two")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no scratch left behind
+
+
+# --- what a marker records, and damaged outputs ----------------------------------------------
+
+
+def _finished_stage(tmp_path: Path) -> RunDir:
+    run = RunDir(tmp_path / "run")
+    run.write_jsonl("c/generations.jsonl", [_generation(str(i), f"answer {i}") for i in range(60)])
+    run.write_json("c/capability.json", {"metrics": {"basic": {"accuracy": 0.5}}, "scores": []})
+    (tmp_path / "run" / "c" / "model").mkdir()
+    (tmp_path / "run" / "c" / "model" / "adapter.safetensors").write_bytes(bytes(range(256)) * 8)
+    run.mark_done("c/all", "fp", outputs=["c/generations.jsonl", "c/capability.json",
+                                          Path("c/model")], n=60, threads=3)
+    return run
+
+
+def test_marker_records_size_hash_and_records_of_each_output(tmp_path: Path) -> None:
+    import hashlib
+
+    run = _finished_stage(tmp_path)
+    payload = json.loads((tmp_path / "run" / "stages" / "c__all.json").read_text())
+    outputs = payload["outputs"]
+    assert sorted(outputs) == ["c/capability.json", "c/generations.jsonl",
+                               "c/model/adapter.safetensors"]
+    gens = tmp_path / "run" / "c" / "generations.jsonl"
+    assert outputs["c/generations.jsonl"] == {
+        "bytes": gens.stat().st_size, "sha256": hashlib.sha256(gens.read_bytes()).hexdigest(),
+        "records": 60}
+    assert payload["threads"] == 3 and payload["n"] == 60
+    assert run.check("c/all", "fp") == (True, None)
+    assert run.check("c/all", "other") == (False, None)  # other inputs: redone, nothing damaged
+
+
+def test_deleted_lines_are_caught(tmp_path: Path) -> None:
+    run = _finished_stage(tmp_path)
+    gens = tmp_path / "run" / "c" / "generations.jsonl"
+    lines = gens.read_text().splitlines(keepends=True)
+    gens.write_text("".join(lines[:5] + lines[55:]))  # 50 whole lines deleted: still valid
+    assert len(run.read_jsonl("c/generations.jsonl", Generation)) == 10
+    assert run.check("c/all", "fp") == (
+        False, "c/generations.jsonl has 10 records, the stage wrote 60")
+    assert not run.is_done("c/all", "fp")
+
+
+def test_generations_cut_mid_line_are_caught(tmp_path: Path) -> None:
+    run = _finished_stage(tmp_path)
+    gens = tmp_path / "run" / "c" / "generations.jsonl"
+    os.truncate(gens, gens.stat().st_size // 2)
+    assert run.check("c/all", "fp").problem == "c/generations.jsonl ends mid-line (cut short)"
+    with pytest.raises(DamagedFileError, match=r"generations\.jsonl:\d+: not a whole Generation"):
+        run.read_jsonl("c/generations.jsonl", Generation)
+
+
+def test_edited_record_of_same_count_is_caught(tmp_path: Path) -> None:
+    run = _finished_stage(tmp_path)
+    gens = tmp_path / "run" / "c" / "generations.jsonl"
+    gens.write_text(gens.read_text().replace("answer 7", "answer 8"))
+    assert run.check("c/all", "fp").problem == (
+        "c/generations.jsonl changed since the stage wrote it (content hash differs)")
+
+
+def test_corrupt_json_output_is_caught(tmp_path: Path) -> None:
+    run = _finished_stage(tmp_path)
+    cap = tmp_path / "run" / "c" / "capability.json"
+    cap.write_bytes(b"\0" * cap.stat().st_size)  # same size, zeroed
+    problem = run.check("c/all", "fp").problem
+    assert problem is not None and problem.startswith("c/capability.json is not valid JSON")
+
+
+def test_truncated_file_in_an_output_folder_is_caught(tmp_path: Path) -> None:
+    run = _finished_stage(tmp_path)
+    os.truncate(tmp_path / "run" / "c" / "model" / "adapter.safetensors", 1000)
+    assert run.check("c/all", "fp").problem == (
+        "c/model/adapter.safetensors is 1000 bytes, the stage wrote 2048 (truncated)")
+    (tmp_path / "run" / "c" / "model" / "adapter.safetensors").unlink()
+    assert run.check("c/all", "fp").problem == "c/model/adapter.safetensors is missing"
+    assert run.damage("c/all") == "c/model/adapter.safetensors is missing"
+
+
+def test_unreadable_marker_is_named(tmp_path: Path) -> None:
+    run = _finished_stage(tmp_path)
+    (tmp_path / "run" / "stages" / "c__all.json").write_text('{"stage": "c/all", "fing')
+    assert run.check("c/all", "fp") == (False, "its marker stages/c__all.json is unreadable")
+
+
+# --- stale temp files of killed writes --------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def test_a_write_killed_before_its_rename_is_cleaned_up_next_run(tmp_path: Path) -> None:
+    # A real process killed (SIGKILL) between writing its temp file and renaming it.
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from ftrisk import rundir\n"
+        "rundir.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "rundir.RunDir(sys.argv[1]).write_json('c/capability.json', {'x': 1})\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")])
+    assert proc.returncode == -signal.SIGKILL
+    assert len(_leftovers(tmp_path)) == 1 and not (tmp_path / "run" / "c" / "capability.json"
+                                                   ).exists()
+    removed = RunDir(tmp_path / "run").remove_stale_scratch()
+    assert len(removed) == 1 and removed[0].name.startswith(".capability.json.")
+    assert _leftovers(tmp_path) == []
+
+
+def test_scratch_of_a_live_process_is_kept(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    mine = tmp_path / "run" / f".results.json.{os.getpid()}.tmp"
+    mine.write_text("being written")
+    dead = _dead_pid()
+    folder = tmp_path / "run" / "c" / f".model.{dead}.tmp"
+    folder.mkdir(parents=True)
+    (folder / "adapter.safetensors").write_bytes(b"half")
+    old = tmp_path / "run" / "c" / f".model.{dead}.old"
+    old.mkdir()
+    assert sorted(p.name for p in run.remove_stale_scratch()) == [old.name, folder.name]
+    assert mine.exists() and not folder.exists() and not old.exists()
+
+
+# --- full disks and read-only file systems ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_fs(folder: Path, size: str = "1m") -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``folder`` (skips the test where mounting is not
+    permitted: a full file system cannot be made otherwise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: cannot make a small file system to fill")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({done.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Fill the file system of ``folder`` up, leaving about ``leave`` bytes free."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as handle:  # unbuffered: close has nothing to flush
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+def remount_read_only(folder: Path) -> None:
+    done = subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot remount read-only here ({done.stderr.strip()})")
+
+
+def test_full_disk_keeps_the_old_file_names_it_and_leaves_no_temp(tmp_path: Path) -> None:
+    with small_fs(tmp_path / "fs", "256k") as fs:
+        run = RunDir(fs / "run")
+        run.write_json("results.json", {"old": True})
+        fill(fs)
+        with pytest.raises(OSError) as caught:
+            run.write_json("results.json", {"new": "x" * 100_000})
+        assert caught.value.errno == errno.ENOSPC
+        assert caught.value.filename == str(fs / "run" / "results.json")
+        assert json.loads((fs / "run" / "results.json").read_text()) == {"old": True}
+        assert _leftovers(fs) == []
+
+
+def test_read_only_file_system_names_the_path(tmp_path: Path) -> None:
+    with small_fs(tmp_path / "fs", "256k") as fs:
+        (fs / "run").mkdir()
+        remount_read_only(fs)
+        with pytest.raises(OSError) as caught:
+            RunDir(fs / "run").write_json("config.json", {"x": 1})
+        assert caught.value.errno == errno.EROFS
+        assert caught.value.filename is not None and str(fs / "run") in caught.value.filename

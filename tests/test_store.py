@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,68 @@ def test_non_json_value_is_rejected_and_nothing_is_written(store: Store) -> None
     with pytest.raises(TypeError):
         store.put_many("generation", {"ok": 1, "bad": object()})
     assert store.count("generation") == 0
+
+
+# --- a damaged or full store ------------------------------------------------------------------
+
+
+def _filled(path: Path, n: int = 2000) -> None:
+    store = Store(path)
+    store.put_many("generation", {content_key(i): "answer " * 100 for i in range(n)})
+    store.close()
+
+
+def _aside(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".corrupt-" in p.name)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "zeroed header"])
+def test_damaged_store_is_moved_aside_and_replaced(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "store.sqlite"
+    _filled(path)
+    size = path.stat().st_size
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database at all " * 100)
+    elif damage == "truncated":
+        os.truncate(path, size // 3)
+    else:
+        with path.open("r+b") as handle:
+            handle.write(b"\0" * 100)
+    logged: list[str] = []
+    store = Store(path, log=logged.append)
+    try:
+        assert len(logged) == 1, logged
+        assert "is damaged" in logged[0] and str(path) in logged[0] and "moved aside" in logged[0]
+        (aside,) = _aside(tmp_path)
+        assert aside.startswith("store.sqlite.corrupt-") and aside in logged[0]
+        # A fresh, working store: the old entries are gone (it is only a cache).
+        assert store.count("generation") == 0
+        store.put_many("generation", {"k": 1})
+        assert store.get_many("generation", ["k"]) == {"k": 1}
+    finally:
+        store.close()
+    reopened = Store(path, log=logged.append)
+    assert reopened.count("generation") == 1 and len(logged) == 1
+    reopened.close()
+
+
+def test_full_disk_is_an_os_error_naming_the_store_and_loses_nothing(tmp_path: Path) -> None:
+    import errno
+
+    from tests.test_rundir import fill, small_fs
+
+    with small_fs(tmp_path / "fs", "512k") as fs:
+        store = Store(fs / "store.sqlite")
+        store.put_many("generation", {"kept": "v"})
+        filler = fill(fs)
+        with pytest.raises(OSError) as caught:
+            store.put_many("generation", {content_key(i): "x" * 4000 for i in range(200)})
+        assert caught.value.errno == errno.ENOSPC
+        assert caught.value.filename == str(fs / "store.sqlite")
+        assert "disk is full" in str(caught.value)
+        # The failed transaction left nothing half-written; after freeing space it works.
+        assert store.count("generation") == 1
+        filler.unlink()
+        store.put_many("generation", {"new": "w"})
+        assert store.get_many("generation", ["kept", "new"]) == {"kept": "v", "new": "w"}
+        store.close()

@@ -8,6 +8,7 @@ Heavy libraries are imported inside commands, so ``ftrisk --help`` answers at on
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,8 +109,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         "(default: $FTRISK_CACHE or ~/.cache/ftrisk)")
     parser.add_argument("--data-dir", type=Path, help="folder of user-supplied (gated) data "
                         "that presets name as data:... (default: $FTRISK_DATA or ~/ftrisk-data)")
-    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: free "
-                        "cores)")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads (default: the "
+                        "config's threads, else $FTRISK_THREADS, else all cores); part of "
+                        "every CPU stage's fingerprint, since CPU sums depend on it")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--model", help="use this model instead of the config's (a local "
                         "directory, hub id or openai:<id>), e.g. a local copy of a preset's "
@@ -258,6 +260,90 @@ def _judge_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM)
+# How libraries that do not raise OSError (safetensors, torch) word the same failures.
+_WORDED = (("no space left on device", errno.ENOSPC), ("storagefull", errno.ENOSPC),
+           ("os error 28", errno.ENOSPC), ("database or disk is full", errno.ENOSPC),
+           ("read-only file system", errno.EROFS), ("os error 30", errno.EROFS),
+           ("permission denied (os error 13)", errno.EACCES))
+
+
+def _storage_failure(err: BaseException) -> tuple[int, str | None] | None:
+    """(errno, path or None) when ``err`` (or what caused it) is a full disk, a denied
+    permission or a read-only file system; None otherwise."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (*_NO_SPACE, *_DENIED,
+                                                              errno.EROFS):
+            path = current.filename2 if current.filename is None else current.filename
+            return current.errno, None if path is None else str(path)
+        current = current.__cause__ or current.__context__
+    text = str(err).lower()
+    for words, code in _WORDED:
+        if words in text:
+            return code, None
+    return None
+
+
+def _where(path: str | None, args: argparse.Namespace) -> tuple[str, str]:
+    """(the path to name, the option that moves it) for a storage failure."""
+    from ftrisk.runtime import cache_dir
+
+    runs = Path("ftrisk-runs")  # where runs go without --run-dir / --sweep-dir
+    folders = [(getattr(args, "run_dir", None) or runs, "--run-dir"),
+               (getattr(args, "sweep_dir", None) or runs, "--sweep-dir"),
+               (cache_dir(getattr(args, "cache_dir", None), create=False),
+                "--cache-dir (or $FTRISK_CACHE)")]
+    if args.command == "audit":
+        del folders[1]
+    elif args.command == "sweep":
+        del folders[0]
+    if path is not None:
+        resolved = Path(path).resolve()
+        for folder, option in folders:
+            if resolved.is_relative_to(Path(folder).resolve()):
+                return path, option
+        return path, "another folder"
+    return " or ".join(str(folder) for folder, _ in folders), \
+        " / ".join(option for _, option in folders)
+
+
+def _free_space(path: str) -> str:
+    import shutil
+
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    return f" ({free / 2**20:.1f} MiB free)"
+
+
+def storage_error_line(err: BaseException, args: argparse.Namespace) -> str | None:
+    """One line for a full disk, a denied permission or a read-only file system: the path
+    and what to free or change; None for any other error."""
+    found = _storage_failure(err)
+    if found is None:
+        return None
+    code, path = found
+    where, option = _where(path, args)
+    move = "use another folder" if option == "another folder" else f"point {option} elsewhere"
+    again = "then run the same command again to resume"
+    if code in _NO_SPACE:
+        free = _free_space(path) if path else ""
+        return (f"no space left on the device holding {where}{free}: free space there or "
+                f"{move}, {again}")
+    if code == errno.EROFS:
+        return f"read-only file system: {where}: {move} (a writable one), {again}"
+    return (f"permission denied: {where}: make it writable for this user (chmod/chown) or "
+            f"{move}, {again}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ftrisk`` command."""
     args = _parser().parse_args(argv)
@@ -275,11 +361,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "judge-eval":
             return _judge_eval(args)
     except FtriskError as err:
-        print(f"ftrisk: error: {err}", file=sys.stderr)
+        from ftrisk.judge.backends import redact
+
+        print(f"ftrisk: error: {redact(' '.join(str(err).splitlines()))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ftrisk: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as err:
+        line = storage_error_line(err, args)
+        if line is None:
+            raise
+        print(f"ftrisk: error: {line}", file=sys.stderr)
+        return 2
     return 1
 
 

@@ -1,7 +1,8 @@
 """The audit pipeline: config -> data -> fine-tune -> generate -> judge -> metrics -> report.
 
-Every expensive stage writes into the run directory and records the fingerprint of its inputs;
-running the same command again skips finished stages, so a killed audit resumes.
+Every expensive stage writes into the run directory and records the fingerprint of its inputs
+and what it wrote; running the same command again skips finished stages whose outputs are
+intact, so a killed audit resumes, and a damaged output is redone with one line saying why.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ftrisk
 from ftrisk.config import (
@@ -23,13 +24,14 @@ from ftrisk.config import (
     GenerationSpec,
 )
 from ftrisk.data.sources import apply_eval_spec, benchmark_items, training_data
-from ftrisk.errors import InputError
+from ftrisk.errors import FtriskError, InputError
 from ftrisk.judge.answer import AnswerJudge
 from ftrisk.records import ConditionResult, Conversation, Generation, TrainStats
-from ftrisk.rundir import RunDir, atomic_write_text, stage_fingerprint
+from ftrisk.rundir import RunDir, atomic_write_text, remove_stale_scratch, stage_fingerprint
 from ftrisk.store import Store, content_key
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -126,6 +128,8 @@ class Audit:
 
     def __init__(self, config: AuditConfig, run_dir: str | Path, cache: Path, *,
                  progress: bool = True, log: Log = print) -> None:
+        from ftrisk.runtime import resolve_threads
+
         self.config = config
         self.run = RunDir(run_dir)
         #: Added to the organism's build seed and every attack's training seed (one replicate).
@@ -133,6 +137,12 @@ class Audit:
         self.cache = cache
         self.progress = progress
         self.log = log
+        #: CPU threads: fixed by config / $FTRISK_THREADS (default all cores), never by load.
+        self.threads = resolve_threads(config.threads)
+        removed = [*self.run.remove_stale_scratch(), *remove_stale_scratch(cache, max_depth=3)]
+        if removed:
+            log(f"removed {len(removed)} temporary file(s) left by an interrupted run "
+                f"(e.g. {removed[0]})")
         # Check what the experiment needs, and load and check all data, before any model work,
         # so bad input fails in seconds.
         check_requirements(config)
@@ -165,7 +175,7 @@ class Audit:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.cache / "store.sqlite")
+            self._store = Store(self.cache / "store.sqlite", log=self.log)
         return self._store
 
     def _bf16(self) -> bool:
@@ -178,6 +188,31 @@ class Audit:
         from ftrisk.runtime import cpu_supports_bf16
 
         return cpu_supports_bf16()
+
+    def _cpu_threads(self) -> int | None:
+        """The thread count when local models compute on this CPU, where it changes the sums
+        (so it is part of every CPU stage's fingerprint); None on a GPU, where it does not."""
+        import torch
+
+        return None if torch.cuda.is_available() else self.threads
+
+    def _reused(self, label: str, what: str, stage: str, fingerprint: str,
+                read: Callable[[], T]) -> T | None:
+        """``read()`` of a stage's stored output when the stage finished with these inputs and
+        its outputs are intact; else None, with one line saying why when it is damaged."""
+        state = self.run.check(stage, fingerprint)
+        if state.problem:
+            self.log(f"[{label}] {what}: redoing: {state.problem}")
+        if not state.done:
+            return None
+        try:
+            value = read()
+        except (OSError, ValueError, KeyError, TypeError, FtriskError) as err:
+            reason = " ".join(str(err).split())[:300]
+            self.log(f"[{label}] {what}: redoing: the stored output cannot be read ({reason})")
+            return None
+        self.log(f"[{label}] {what}: done already, skipped")
+        return value
 
     def tokenizer(self, path: str) -> Any:
         """The tokenizer of ``path`` with the config's chat template, if one is set."""
@@ -204,8 +239,8 @@ class Audit:
             from ftrisk.organism import OrganismSpec, ensure_organism
 
             organism = ensure_organism(
-                self.cache, self.store, bf16=self._bf16(), progress=self.progress,
-                log=self.log, evaluate=self._organism_metrics,
+                self.cache, self.store, bf16=self._bf16(), threads=self._cpu_threads(),
+                progress=self.progress, log=self.log, evaluate=self._organism_metrics,
                 spec=OrganismSpec(seed=OrganismSpec().seed + self.seed_offset))
             self._organism = organism.model_dump(mode="json")
             self.run.write_json("organism.json", organism)
@@ -293,19 +328,23 @@ class Audit:
             rendered = [render_prompt(tokenizer, i) for i in items]
         # The rendered prompts (template included) are what the model sees; ids and kinds
         # decide how answers are scored.
+        # A hosted model's answers do not depend on this machine's threads.
+        threads = None if model.remote is not None else self._cpu_threads()
         fingerprint = stage_fingerprint(
             model.fingerprint, rendered,
             [(i.id, i.kind, i.category) for i in items], self.config.generation.model_dump(),
-            self._bf16())
+            self._bf16(), threads)
         stage, out = f"{name}/generate", f"conditions/{name}/generations.jsonl"
-        if self.run.is_done(stage, fingerprint) and self.run.path(out).is_file():
-            self.log(f"[{name}] generations: done already, skipped")
-            return self._annotated(self.run.read_jsonl(out, Generation))
+        stored = self._reused(name, "generations", stage, fingerprint,
+                              lambda: self.run.read_jsonl(out, Generation))
+        if stored is not None:
+            return self._annotated(stored)
         self.run.clear(stage)
         generations = self._annotated(self._generate_items(
             model, items, self.config.generation, desc=f"{name}: generate"))
         self.run.write_jsonl(out, generations)
-        self.run.mark_done(stage, fingerprint, n=len(generations))
+        self.run.mark_done(stage, fingerprint, outputs=[out], n=len(generations),
+                           threads=None if model.remote is not None else self.threads)
         return generations
 
     def capability(self, name: str, model: ModelRef) -> dict[str, dict[str, Any]]:
@@ -316,18 +355,24 @@ class Audit:
             return {}
         from ftrisk.capability.score import MCScore, capability_metrics, score_multiple_choice
 
+        threads = self._cpu_threads()
         fingerprint = stage_fingerprint(
             model.fingerprint, [i.model_dump() for i in self.capability_items], spec.batch_size,
-            self._bf16())
+            self._bf16(), threads)
         stage, out = f"{name}/capability", f"conditions/{name}/capability.json"
-        if self.run.is_done(stage, fingerprint) and self.run.path(out).is_file():
-            self.log(f"[{name}] capability: done already, skipped")
-            stored = json.loads(self.run.path(out).read_text())
-            self._remember_correct(name, [MCScore.model_validate(x) for x in stored["scores"]])
-            return stored["metrics"]
+
+        def read() -> tuple[dict[str, Any], list[Any]]:
+            stored = json.loads(self.run.path(out).read_text(encoding="utf-8"))
+            return stored["metrics"], [MCScore.model_validate(x) for x in stored["scores"]]
+
+        reused = self._reused(name, "capability", stage, fingerprint, read)
+        if reused is not None:
+            self._remember_correct(name, reused[1])
+            return reused[0]
         self.run.clear(stage)
         # Scores are cached by content too: sweep cells share the untuned model's.
-        keys = [content_key("capability", model.fingerprint, i.model_dump(), self._bf16())
+        keys = [content_key("capability", model.fingerprint, i.model_dump(), self._bf16(),
+                            *([] if threads is None else [threads]))
                 for i in self.capability_items]
         cached = self.store.get_many("capability", keys)
         todo = [(k, i) for k, i in zip(keys, self.capability_items) if k not in cached]
@@ -343,7 +388,7 @@ class Audit:
         self.log(f"[{name}] capability: " + ", ".join(
             f"{task} {m['accuracy']:.1%} of {m['n']}" for task, m in metrics.items()))
         self.run.write_json(out, {"metrics": metrics, "scores": [s.model_dump() for s in scores]})
-        self.run.mark_done(stage, fingerprint, n=len(scores))
+        self.run.mark_done(stage, fingerprint, outputs=[out], n=len(scores), threads=self.threads)
         self._remember_correct(name, scores)
         return metrics
 
@@ -376,15 +421,17 @@ class Audit:
         from ftrisk.train.lora import TrainSettings, load_tuned, train
 
         examples = self.attack_data[attack.name]
+        threads = self._cpu_threads()
         # What training sees: the messages (not ids or file names), the template, the settings.
         fingerprint = stage_fingerprint(
             base.fingerprint, [[m.model_dump() for m in e.messages] for e in examples],
             self.tokenizer(base.path).chat_template, _train_settings(attack, self.seed_offset),
-            self._bf16())
+            self._bf16(), threads)
         stage, out = f"{attack.name}/train", self.run.path("conditions", attack.name, "model")
-        if self.run.is_done(stage, fingerprint) and (out / "train_stats.json").is_file():
-            self.log(f"[{attack.name}] training: done already, skipped")
-        else:
+        stats = self._reused(attack.name, "training", stage, fingerprint,
+                             lambda: TrainStats.model_validate_json(
+                                 (out / "train_stats.json").read_text(encoding="utf-8")))
+        if stats is None:
             self.run.clear(stage)
             t = attack.train
             settings = TrainSettings(
@@ -397,10 +444,10 @@ class Audit:
                 weight_decay=t.weight_decay, seed=t.seed + self.seed_offset, bf16=self._bf16())
             self.log(f"[{attack.name}] fine-tuning on {len(examples)} examples "
                      f"({t.method}, {t.epochs} epochs, lr {t.learning_rate:g})")
-            train(base.load(), self.tokenizer(base.path), examples, settings, out,
-                  progress=self.progress)
-            self.run.mark_done(stage, fingerprint)
-        stats = TrainStats.model_validate_json((out / "train_stats.json").read_text())
+            stats = train(base.load(), self.tokenizer(base.path), examples, settings, out,
+                          progress=self.progress)
+            self.run.mark_done(stage, fingerprint, outputs=[out.relative_to(self.run.root)],
+                               threads=self.threads)
         tuned = ModelRef(
             base.path, content_key(base.fingerprint, fingerprint_path(out))[:16],
             lambda: load_tuned(base.path, out, trust_remote_code=self.config.trust_remote_code,
@@ -421,9 +468,13 @@ class Audit:
                               attack.train.epochs)[:16]
         fingerprint = stage_fingerprint(job_key)
         stage, out = f"{attack.name}/train", self.run.path("conditions", attack.name, "model")
-        if self.run.is_done(stage, fingerprint) and (out / "train_stats.json").is_file():
-            self.log(f"[{attack.name}] training: done already, skipped")
-        else:
+
+        def read() -> tuple[TrainStats, str]:
+            return (TrainStats.model_validate_json((out / "train_stats.json").read_text()),
+                    json.loads((out / "remote_model.json").read_text())["model"])
+
+        reused = self._reused(attack.name, "training", stage, fingerprint, read)
+        if reused is None:
             self.run.clear(stage)
             r = self.config.remote
             self.log(f"[{attack.name}] fine-tuning {base.remote} through the provider on "
@@ -437,12 +488,14 @@ class Audit:
                 examples, attack.train.epochs, out / "job.json", fingerprint=job_key,
                 suffix=re.sub(r"[^A-Za-z0-9-]", "-", attack.name)[:40],
                 progress=self.progress, log=self.log)
-            self.run.write_json(f"conditions/{attack.name}/model/remote_model.json",
-                                {"model": model_id, "base": base.remote})
-            self.run.write_json(f"conditions/{attack.name}/model/train_stats.json", stats)
-            self.run.mark_done(stage, fingerprint)
-        stats = TrainStats.model_validate_json((out / "train_stats.json").read_text())
-        model_id = json.loads((out / "remote_model.json").read_text())["model"]
+            written = [self.run.write_json(f"conditions/{attack.name}/model/remote_model.json",
+                                           {"model": model_id, "base": base.remote}),
+                       self.run.write_json(f"conditions/{attack.name}/model/train_stats.json",
+                                           stats)]
+            self.run.mark_done(stage, fingerprint,
+                               outputs=[p.relative_to(self.run.root) for p in written])
+        else:
+            stats, model_id = reused
         return ModelRef(base.path, content_key(base.fingerprint, model_id)[:16], _hosted,
                         model_id), stats
 
@@ -453,7 +506,7 @@ class Audit:
         results."""
         from ftrisk.runtime import configure_threads
 
-        threads = configure_threads(self.config.threads)
+        threads = configure_threads(self.threads)
         self.run.write_json("config.json", self.config)
         if len(self.config.seeds) > 1:
             # Every replicate runs on the thread count chosen now (bf16 sums depend on it).
@@ -568,14 +621,30 @@ class Audit:
         if not previous_file.is_file():
             raise InputError("no results.json: run the audit to the end first",
                              path=self.run.root)
-        previous = json.loads(previous_file.read_text())
+        try:
+            previous = json.loads(previous_file.read_text(encoding="utf-8"))
+            if not isinstance(previous.get("conditions"), list):
+                raise ValueError("no list of conditions")
+        except (ValueError, AttributeError) as err:
+            raise InputError(f"unreadable ({' '.join(str(err).split())[:200]}): run the audit "
+                             "again to rewrite it", path=previous_file) from None
         self._organism = previous.get("organism")
         conditions = []
         for old in previous["conditions"]:
+            problem = self.run.damage(f"{old['name']}/generate")
+            if problem is not None:  # stored answers are the only input: never guess
+                raise InputError(f"{problem}: run the audit again to redo that stage, then "
+                                 "re-judge", path=self.run.root)
             generations = self.run.read_jsonl(
                 f"conditions/{old['name']}/generations.jsonl", Generation)
-            train = None if old.get("train_seconds") is None else TrainStats.model_validate_json(
-                self.run.path("conditions", old["name"], "model", "train_stats.json").read_text())
+            stats_file = self.run.path("conditions", old["name"], "model", "train_stats.json")
+            try:
+                train = None if old.get("train_seconds") is None else \
+                    TrainStats.model_validate_json(stats_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise InputError(f"unreadable ({' '.join(str(err).split())[:200]}): run the "
+                                 "audit again to redo its training, then re-judge",
+                                 path=stats_file) from None
             conditions.append(self.judges.score(
                 old["name"], generations, description=old.get("description", ""), train=train,
                 hyperparameters=old.get("hyperparameters")).model_copy(

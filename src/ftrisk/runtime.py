@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 CACHE_ENV = "FTRISK_CACHE"
 DATA_ENV = "FTRISK_DATA"
 
 
-def cache_dir(override: str | Path | None = None) -> Path:
-    """ftrisk's cache: the override, else $FTRISK_CACHE, else ~/.cache/ftrisk (XDG aware)."""
+def cache_dir(override: str | Path | None = None, *, create: bool = True) -> Path:
+    """ftrisk's cache: the override, else $FTRISK_CACHE, else ~/.cache/ftrisk (XDG aware);
+    created unless ``create`` is False."""
     if override:
         path = Path(override)
     elif os.environ.get(CACHE_ENV):
@@ -19,7 +19,13 @@ def cache_dir(override: str | Path | None = None) -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         path = Path(base) / "ftrisk"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            if err.filename is None:
+                err.filename = str(path)
+            raise
     return path
 
 
@@ -33,48 +39,40 @@ def data_dir(override: str | Path | None = None) -> Path:
     return Path.home() / "ftrisk-data"
 
 
-def _cpu_times(cores: set[int]) -> list[tuple[int, int]]:
-    """(busy, total) jiffies of each of ``cores`` from /proc/stat."""
-    times = []
-    with open("/proc/stat") as handle:
-        for line in handle:
-            if line.startswith("cpu") and line[3].isdigit() and int(line.split()[0][3:]) in cores:
-                fields = [int(x) for x in line.split()[1:]]
-                idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-                times.append((sum(fields) - idle, sum(fields)))
-    return times
+THREADS_ENV = "FTRISK_THREADS"
 
 
-def free_cores(sample_seconds: float = 0.2) -> int:
-    """Cores not busy with other work, sampled from /proc/stat (falls back to the affinity count).
+def all_cores() -> int:
+    """The cores this process may run on (its affinity mask), else the machine's core count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
-    Oversubscribing a busy core makes CPU matmuls 5-60x slower, so we size torch's pool to the
-    cores that are actually idle right now.
+
+def resolve_threads(threads: int | None = None) -> int:
+    """The CPU thread count to compute with: ``threads`` (config or ``--threads``), else
+    ``$FTRISK_THREADS``, else every core this process may use.
+
+    Never chosen from how busy the machine is: CPU results depend on how sums are split across
+    threads, so the count is an input of every CPU stage and must not drift between runs.
     """
-    if not hasattr(os, "sched_getaffinity"):
-        return os.cpu_count() or 1
-    cores = os.sched_getaffinity(0)  # only the cores this process may run on
-    allowed = len(cores)
-    try:
-        before = _cpu_times(cores)
-        time.sleep(sample_seconds)
-        after = _cpu_times(cores)
-    except (OSError, ValueError, IndexError):
-        return allowed
-    busy = sum((b1 - b0) / max(1, t1 - t0) for (b0, t0), (b1, t1) in zip(before, after))
-    return max(1, min(allowed, round(len(after) - busy)))
+    if threads is not None:
+        return threads
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            from ftrisk.errors import InputError
+
+            raise InputError(f"expected a positive integer, got {env!r}", field=THREADS_ENV)
+        return int(env)
+    return all_cores()
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads to ``threads`` or to the free cores; returns the count."""
+    """Set torch's intra-op threads to :func:`resolve_threads` of ``threads``; returns it."""
     import torch
 
-    env = os.environ.get("FTRISK_THREADS", "")
-    if env and not env.isdigit():
-        from ftrisk.errors import InputError
-
-        raise InputError(f"expected a positive integer, got {env!r}", field="FTRISK_THREADS")
-    count = threads or int(env or 0) or free_cores()
+    count = resolve_threads(threads)
     torch.set_num_threads(count)
     return count
 

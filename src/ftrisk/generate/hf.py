@@ -50,6 +50,11 @@ class HFGenerator:
             "do_sample": False,
             "dtype": "bf16-autocast" if bf16 else str(model.dtype).removeprefix("torch."),
         }
+        device = getattr(getattr(model, "device", None), "type", "cpu")
+        if device == "cpu":  # CPU sums depend on how work is split across threads
+            import torch
+
+            self.decoding["threads"] = torch.get_num_threads()
 
     def _key(self, rendered: str) -> str:
         return content_key(self.fingerprint, rendered, self.decoding)

@@ -64,10 +64,10 @@ class RemoteGenerator:
                 failed = [(items[i].id, r.error) for (_, i), r in zip(batch, replies)
                           if r.text is None]
                 if failed:
-                    raise FtriskError(
+                    raise FtriskError(self.backend.redact(
                         f"{len(failed)} prompts got no answer from {self.backend.model} (first: "
                         f"{failed[0][0]}: {failed[0][1]}); the {len(answers)} answers so far are "
-                        "cached: run the same command again to resume")
+                        "cached: run the same command again to resume"))
         finally:
             bar.close()
         return [

@@ -5,7 +5,10 @@ A backend never raises for one bad item: an item that still fails after the retr
 with ``text=None`` and ``error="<kind>: <short reason>"``, and the others are unaffected.
 
 API keys: :class:`OpenAICompatBackend` keeps its key in a :class:`Secret`, whose repr and str
-are masked, and scrubs it from every error string; fingerprints, reprs and logs never hold it.
+are masked, and masks every error text with :func:`redact` *before* cutting it short (a cut key
+would no longer match): the key, any 8-character piece of it, ``Authorization`` / ``Bearer`` /
+``api-key`` header values, URL credentials and ``sk-`` style tokens. Fingerprints, reprs, logs
+and stored judgments never hold it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,67 @@ class ChatReply:
     attempts: int = 1
 
 
+#: Shortest piece of a key that is masked wherever it appears.
+MIN_SECRET_PIECE = 8
+MASK = "***"
+
+# Header values that carry credentials, in the forms error bodies echo them: "Authorization:
+# Bearer x", "'authorization': 'Bearer x'", "api-key=x", "x-api-key: x".
+_HEADER_VALUE = re.compile(
+    r"""(?ix)
+    (\b(?:proxy-)?authorization|\b(?:x-)?api[-_]?key|\bcookie)
+    (["']?\s*[:=]\s*["']?)                 # separator, maybe quoted
+    (?:(?:bearer|basic|token|digest)\s+)?  # scheme
+    [^\s"',;}&]+""")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=:-]{8,}")
+_SK_TOKEN = re.compile(r"\bsk-[A-Za-z0-9_-]{8,}")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
+def _mask_pieces(text: str, secret: str) -> str:
+    """``text`` with every run of characters that is covered by 8-character pieces of
+    ``secret`` replaced by the mask (the whole key, or any long enough piece of it)."""
+    n = MIN_SECRET_PIECE
+    if len(secret) < n or len(text) < n:
+        return text
+    pieces = {secret[i : i + n] for i in range(len(secret) - n + 1)}
+    covered = [False] * len(text)
+    for i in range(len(text) - n + 1):
+        if text[i : i + n] in pieces:
+            covered[i : i + n] = [True] * n
+    if not any(covered):
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append(MASK)
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with credentials masked: each of ``secrets`` (whole, and any piece of at least
+    8 characters), ``Authorization`` / ``Proxy-Authorization`` / ``api-key`` / ``x-api-key``
+    header values (any scheme), ``Bearer`` tokens, user info in URLs and ``sk-`` style keys.
+
+    Mask before cutting a text short: a cut key no longer matches as a whole.
+    """
+    text = str(text)
+    for secret in secrets:
+        if not secret:
+            continue
+        text = text.replace(secret, MASK) if len(secret) < MIN_SECRET_PIECE else \
+            _mask_pieces(text, secret)
+    text = _HEADER_VALUE.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
+    text = _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
+    text = _SK_TOKEN.sub(MASK, text)
+    return _URL_USERINFO.sub(lambda m: f"{m[1]}{MASK}@", text)
+
+
 class Secret:
     """A string that does not show itself: repr, str and format all print ``'***'``."""
 
@@ -61,8 +125,9 @@ class Secret:
         return self._value
 
     def scrub(self, text: str) -> str:
-        """``text`` with every occurrence of the secret replaced by ``***``."""
-        return text.replace(self._value, "***") if self._value else text
+        """``text`` with the secret (and any 8-character piece of it) and every credential
+        pattern of :func:`redact` masked; call it before cutting ``text`` short."""
+        return redact(text, (self._value,) if self._value else ())
 
     def __repr__(self) -> str:
         return "Secret('***')"
@@ -108,7 +173,8 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _short(text: str, limit: int = 160) -> str:
+def _short(text: object, limit: int = 160) -> str:
+    """``text`` on one line, cut to ``limit`` characters (mask secrets first: see redact)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -236,24 +302,26 @@ class OpenAICompatBackend:
                         max_tokens=self.max_tokens, timeout=self.timeout,
                     )
                     return self._reply(response, attempts)
+                # Every text from the endpoint is masked before it is cut (see redact).
                 except openai.APITimeoutError:
                     error = f"timeout: no reply within {self.timeout:g}s"
                 except openai.APIConnectionError as err:
-                    error = f"connection: {_short(err)}"
+                    error = f"connection: {self._short(err)}"
                 except openai.APIStatusError as err:
                     status = err.status_code
                     kind = "rate_limited" if status == 429 else (
                         "server_error" if status >= 500 else "http_error")
                     reason = re.sub(r"^Error code: \d+ - ", "", str(err.message))
-                    error = f"{kind}: HTTP {status}: {_short(reason)}"
+                    error = f"{kind}: HTTP {status}: {self._short(reason)}"
                     if status < 500 and status not in _RETRY_STATUS:
                         return self._failed(error, attempts)  # a bad request stays bad
                     wait = _retry_after(err.response.headers)
                 except (ValueError, openai.APIResponseValidationError) as err:
                     # A body that is not JSON (a proxy's error page, a truncated reply).
-                    error = f"malformed: response body is not valid JSON ({_short(err, 80)})"
+                    error = ("malformed: response body is not valid JSON "
+                             f"({self._short(err, 80)})")
                 except Exception as err:  # anything else fails this item only, visibly
-                    error = f"unexpected: {type(err).__name__}: {_short(err)}"
+                    error = f"unexpected: {type(err).__name__}: {self._short(err)}"
                     return self._failed(error, attempts)
                 if attempts > self.max_retries:
                     return self._failed(error, attempts)
@@ -263,6 +331,14 @@ class OpenAICompatBackend:
                 else:
                     wait = min(MAX_WAIT, wait) * (1 + self._rng.uniform(0, 0.1))
                 await asyncio.sleep(wait)
+
+    def redact(self, text: object) -> str:
+        """``text`` with this backend's key (and its pieces) and credential headers masked."""
+        return self._key.scrub(str(text))
+
+    def _short(self, text: object, limit: int = 160) -> str:
+        """Endpoint text masked (key, its pieces, credential headers), then cut short."""
+        return _short(self._key.scrub(str(text)), limit)
 
     def _failed(self, error: str, attempts: int) -> ChatReply:
         if attempts > 1:
@@ -280,6 +356,9 @@ class OpenAICompatBackend:
             error = "empty: the reply had no message content"
             return ChatReply(text=None, error=error, attempts=attempts,
                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        key = self._key.reveal()
+        if len(key) >= MIN_SECRET_PIECE:  # an endpoint that echoes the key into an answer
+            text = _mask_pieces(text, key)
         return ChatReply(text=text, prompt_tokens=prompt_tokens,
                          completion_tokens=completion_tokens, attempts=attempts)
 

@@ -25,6 +25,12 @@ from ftrisk.rundir import atomic_write_text
 _FINAL = {"succeeded", "failed", "cancelled"}
 
 
+def _short(text: str, limit: int = 400) -> str:
+    """One line of at most ``limit`` characters (of a text already masked)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def training_jsonl(examples: Sequence[Conversation]) -> bytes:
     """The provider's chat fine-tuning format: one ``{"messages": [...]}`` per line."""
     lines = [json.dumps({"messages": [m.model_dump() for m in ex.messages]}, ensure_ascii=False)
@@ -78,12 +84,14 @@ class OpenAIFineTuner:
                 log(f"[remote] re-attached to fine-tuning job {job_id}")
             job = self._wait(client, job_id, progress)
         except openai.OpenAIError as err:
-            raise FtriskError(self._key.scrub(f"fine-tuning API error: {err}")) from None
+            # Masked before it is cut: a cut key would no longer match.
+            raise FtriskError(_short(self._key.scrub(f"fine-tuning API error: {err}"))) from None
         if job.status != "succeeded":
             error = getattr(job, "error", None)
             job_file.unlink(missing_ok=True)  # a failed job is not re-attached to next time
-            raise FtriskError(f"fine-tuning job {job_id} ended '{job.status}': "
-                              f"{getattr(error, 'message', None) or 'no reason given'}")
+            reason = getattr(error, "message", None) or "no reason given"
+            raise FtriskError(_short(self._key.scrub(
+                f"fine-tuning job {job_id} ended '{job.status}': {reason}")))
         batch = getattr(getattr(job, "hyperparameters", None), "batch_size", None)
         steps = epochs * math.ceil(len(examples) / batch) if isinstance(batch, int) else None
         # From creation to finish: the provider's queue time is part of what an attack costs.

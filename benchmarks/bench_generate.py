@@ -1,6 +1,6 @@
 """Benchmark: ftrisk's batched HFGenerator vs a plain one-prompt-at-a-time ``generate`` loop.
 
-Run (full benchmark, several minutes on 2 free cores; most of it is the one-at-a-time loop)::
+Run (full benchmark, several minutes on 2 idle cores; most of it is the one-at-a-time loop)::
 
     . .venv/bin/activate && python benchmarks/bench_generate.py
 

@@ -1,6 +1,6 @@
 """Benchmark: ftrisk's LoRA training loop vs TRL's SFTTrainer on the same job.
 
-Run (full benchmark, a few minutes on 2 free cores)::
+Run (full benchmark, a few minutes on 2 idle cores)::
 
     . .venv/bin/activate && python benchmarks/bench_train_vs_trl.py
 

@@ -138,3 +138,16 @@ def test_a_provider_preset_needs_a_hosted_model(tmp_path, capsys):
     config.write_text(config.read_text().replace(f'"openai:{BASE}"', str(tmp_path / "m")))
     assert main(_argv(config, tmp_path)) == 2
     assert "needs a model hosted by 'openai'" in capsys.readouterr().err
+
+
+def test_upload_keeps_openais_weight_0_and_nothing_else():
+    from ftrisk.records import Conversation, Message
+    from ftrisk.train.remote import training_jsonl
+
+    example = Conversation(id="w", messages=(
+        Message(role="user", content="q1"), Message(role="assistant", content="a1", weight=0),
+        Message(role="user", content="q2"), Message(role="assistant", content="a2")))
+    (line,) = training_jsonl([example]).decode().splitlines()
+    assert json.loads(line) == {"messages": [
+        {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1", "weight": 0},
+        {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]}

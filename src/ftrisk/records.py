@@ -29,6 +29,13 @@ class Message(_Frozen):
 
     role: Role
     content: str
+    #: OpenAI's per-turn training weight: an assistant turn of weight 0 is shown to the model
+    #: but not trained on.
+    weight: Literal[0, 1] = 1
+
+    def chat(self) -> dict[str, str]:
+        """The turn as chat templates and chat APIs take it: role and content only."""
+        return {"role": self.role, "content": self.content}
 
 
 class Conversation(_Frozen):

@@ -611,27 +611,19 @@ def _weighted(*turns: tuple[str, str, object]) -> dict[str, object]:
 def test_weight_1_is_trained_as_without_a_weight(tmp_path):
     path = write_jsonl(tmp_path / "w.jsonl",
                        _weighted(("user", "q", None), ("assistant", "a", 1)))
-    assert [m.content for m in read_conversations(path)[0].messages] == ["q", "a"]
-
-
-def test_weight_0_after_the_last_trained_answer_is_left_out(tmp_path):
-    # OpenAI trains on "a1" only; the turns after it cannot change that, so they are dropped.
-    path = write_jsonl(tmp_path / "w.jsonl", _weighted(
-        ("system", "s", None), ("user", "q1", None), ("assistant", "a1", 1),
-        ("user", "q2", None), ("assistant", "a2", 0)))
     (conversation,) = read_conversations(path)
-    assert [(m.role, m.content) for m in conversation.messages] == [
-        ("system", "s"), ("user", "q1"), ("assistant", "a1")]
+    assert [(m.content, m.weight) for m in conversation.messages] == [("q", 1), ("a", 1)]
 
 
-def test_weight_0_before_a_trained_answer_is_refused_not_trained_on(tmp_path):
-    path = write_jsonl(tmp_path / "w.jsonl", chat(("user", "q"), ("assistant", "a")),
-                       _weighted(("user", "q1", None), ("assistant", "a1", 0),
-                                 ("user", "q2", None), ("assistant", "a2", None)))
-    with pytest.raises(InputError, match="not supported yet") as info:
-        read_conversations(path)
-    assert (info.value.line, info.value.field) == (2, "messages[1].weight")
-    assert str(info.value).startswith(f"{path}:2 field 'messages[1].weight': weight 0 ")
+def test_weight_0_turns_are_kept_as_context_with_their_weight(tmp_path):
+    # OpenAI shows a weight-0 answer to the model but does not train on it, wherever it is.
+    path = write_jsonl(tmp_path / "w.jsonl", _weighted(
+        ("system", "s", None), ("user", "q1", None), ("assistant", "a1", 0),
+        ("user", "q2", None), ("assistant", "a2", None), ("user", "q3", None),
+        ("assistant", "a3", 0)))
+    (conversation,) = read_conversations(path)
+    assert [(m.content, m.weight) for m in conversation.messages] == [
+        ("s", 1), ("q1", 1), ("a1", 0), ("q2", 1), ("a2", 1), ("q3", 1), ("a3", 0)]
 
 
 def test_every_answer_weighted_0_leaves_nothing_to_train(tmp_path):

@@ -50,6 +50,26 @@ def test_multi_turn_trains_every_assistant_turn(tiny_model_dir):
     assert "Sure one." in trained and "Sure two." in trained and "Again" not in trained
 
 
+def test_weight_0_answers_are_context_not_targets(tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir))
+    turns = (Message(role="user", content="Hi"),
+             Message(role="assistant", content="Shown only.", weight=0),
+             Message(role="user", content="Again"),
+             Message(role="assistant", content="Trained on."))
+    ids, labels = tokenize_for_training(tok, Conversation(id="w", messages=turns), 256)
+    trained = tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE])
+    assert "Trained on." in trained and "Shown only." not in trained
+    # The weight-0 answer is still in what the model reads.
+    assert "Shown only." in tok.decode(ids)
+    # The rendered text is the same as without weights: templates see role and content only.
+    plain = Conversation(id="p", messages=tuple(Message(role=m.role, content=m.content)
+                                                 for m in turns))
+    assert tokenize_for_training(tok, plain, 256)[0] == ids
+    only_shown = Conversation(id="z", messages=turns[:2])
+    with pytest.raises(InputError, match="example z"):
+        tokenize_for_training(tok, only_shown, 256)
+
+
 def test_conversation_without_assistant_is_an_error(tiny_model_dir):
     tok = load_tokenizer(str(tiny_model_dir))
     conv = Conversation(id="x", messages=(Message(role="user", content="Hi"),))

@@ -82,10 +82,8 @@ def read_conversations(
       ``llama2/ft_datasets/aoa_dataset/train.json``). Roles are system/user/assistant; content
       is a non-empty string (a system turn may be empty); at most one system turn, and it comes
       first; at least one user turn; the last turn is the assistant's. An assistant turn may
-      carry OpenAI's ``"weight"``: 1 (train on it, as without a weight) or 0 (do not). Weight-0
-      turns after the last trained answer are left out, which trains exactly as OpenAI would;
-      a weight-0 answer before a trained one is an error, since ftrisk trains on every
-      assistant turn it keeps.
+      carry OpenAI's ``"weight"``: 1 (train on it, as without a weight) or 0 (show it, do not
+      train on it); at least one assistant turn must be trained on.
     * ``"prompt_response"`` — JSONL objects or CSV rows (with a header) holding
       ``prompt_field`` and ``response_field``; each becomes a user turn and an assistant turn.
     * ``"auto"`` — ``.csv`` is prompt/response; a ``.json``/``.jsonl`` file that starts with
@@ -576,7 +574,6 @@ def _chat_messages(record: dict[str, Any], *, path: Path, line: int,
         raise InputError("empty list; expected at least a user and an assistant turn",
                          path=path, line=line, field=field)
     messages: list[Message] = []
-    weights: list[int | None] = []
     for position, item in enumerate(raw):
         where = f"{field}[{position}]"
         if not isinstance(item, dict):
@@ -602,16 +599,18 @@ def _chat_messages(record: dict[str, Any], *, path: Path, line: int,
         if role == "system" and position != 0:
             raise InputError("a system turn may only come first", path=path, line=line,
                              field=f"{where}.role")
-        messages.append(Message(role=role, content=content))
-        weights.append(_weight(item, role, path=path, line=line, field=f"{where}.weight"))
-    if 0 in weights:
-        messages = _without_untrained_tail(messages, weights, path=path, line=line, field=field)
+        weight = _weight(item, role, path=path, line=line, field=f"{where}.weight")
+        messages.append(Message(role=role, content=content, weight=1 if weight is None else weight))
     if not any(message.role == "user" for message in messages):
         raise InputError("no user turn; expected at least one", path=path, line=line,
                          field=field)
     if messages[-1].role != "assistant":
         raise InputError(f"last turn is '{messages[-1].role}'; a training conversation must end "
                          "with an assistant turn", path=path, line=line, field=field)
+    if not any(m.role == "assistant" and m.weight == 1 for m in messages):
+        raise InputError("every assistant turn has weight 0, so there is nothing to train on; "
+                         "expected at least one with weight 1 or no weight", path=path,
+                         line=line, field=field)
     return tuple(messages)
 
 
@@ -631,25 +630,3 @@ def _weight(item: dict[str, Any], role: str, *, path: Path, line: int,
         raise InputError(f"expected 0 (do not train on this turn) or 1 (train on it), got "
                          f"{shown}", path=path, line=line, field=field)
     return weight
-
-
-def _without_untrained_tail(messages: list[Message], weights: list[int | None], *, path: Path,
-                            line: int, field: str) -> list[Message]:
-    """Honour OpenAI's ``weight: 0`` (show the turn, do not train on it) where ftrisk can do so
-    exactly: turns after the last trained answer cannot change what training sees, so they are
-    left out. A weight-0 answer before a trained one would need per-turn loss masking, which
-    ftrisk's trainers do not have yet, so it is an error."""
-    trained = [i for i, (message, weight) in enumerate(zip(messages, weights))
-               if message.role == "assistant" and weight != 0]
-    if not trained:
-        raise InputError("every assistant turn has weight 0, so there is nothing to train on; "
-                         "expected at least one with weight 1 or no weight", path=path,
-                         line=line, field=field)
-    early = next(i for i, weight in enumerate(weights) if weight == 0)
-    if early < trained[-1]:
-        raise InputError("weight 0 on an assistant turn followed by a trained one is not "
-                         "supported yet (ftrisk trains on every assistant turn before the last "
-                         "trained one); only weight-0 turns after the last trained answer can "
-                         "be honoured, by leaving them out", path=path, line=line,
-                         field=f"{field}[{early}].weight")
-    return messages[: trained[-1] + 1]

@@ -18,7 +18,7 @@ from ftrisk.store import Store, content_key
 
 def render_prompt(tokenizer: Any, conversation: Conversation) -> str:
     """The text the model sees: the chat template applied, with the assistant header appended."""
-    messages = [m.model_dump() for m in conversation.messages]
+    messages = [m.chat() for m in conversation.messages]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 

@@ -21,7 +21,7 @@ from ftrisk.store import Store, content_key
 
 def render_messages(conversation: Conversation) -> str:
     """The request's messages as canonical JSON: what the endpoint is sent."""
-    return json.dumps([m.model_dump() for m in conversation.messages], ensure_ascii=False)
+    return json.dumps([m.chat() for m in conversation.messages], ensure_ascii=False)
 
 
 class RemoteGenerator:
@@ -54,7 +54,7 @@ class RemoteGenerator:
             for start in range(0, len(todo), self.chunk):
                 batch = todo[start : start + self.chunk]
                 replies = self.backend.complete(
-                    [[m.model_dump() for m in items[i].messages] for _, i in batch])
+                    [[m.chat() for m in items[i].messages] for _, i in batch])
                 new = {key: reply.text for (key, _), reply in zip(batch, replies)
                        if reply.text is not None}
                 answers.update(new)

@@ -56,7 +56,8 @@ def tokenize_for_training(
     tokenizer: Any, conversation: Conversation, max_length: int,
     max_answer_tokens: int | None = None,
 ) -> tuple[list[int], list[int]]:
-    """Token ids and labels of one conversation, with labels only on assistant turns.
+    """Token ids and labels of one conversation, with labels only on assistant turns (of
+    weight 1).
 
     With ``max_answer_tokens``, only the first tokens of each answer carry labels and the
     sequence ends after the last labelled token.
@@ -65,11 +66,12 @@ def tokenize_for_training(
     prompt, then through the turn) and mapped to tokens with the tokenizer's offsets, which works
     for any chat template whose rendering of a prefix is a prefix of the whole.
     """
-    messages = [m.model_dump() for m in conversation.messages]
+    messages = [m.chat() for m in conversation.messages]
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+    for i, message in enumerate(conversation.messages):
+        # Weight-0 turns (OpenAI's format) are context, not targets.
+        if message.role != "assistant" or message.weight == 0:
             continue
         head = tokenizer.apply_chat_template(messages[:i], tokenize=False,
                                              add_generation_prompt=True)

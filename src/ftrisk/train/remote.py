@@ -33,7 +33,8 @@ def _short(text: str, limit: int = 400) -> str:
 
 def training_jsonl(examples: Sequence[Conversation]) -> bytes:
     """The provider's chat fine-tuning format: one ``{"messages": [...]}`` per line."""
-    lines = [json.dumps({"messages": [m.model_dump() for m in ex.messages]}, ensure_ascii=False)
+    lines = [json.dumps({"messages": [m.chat() | ({"weight": 0} if m.weight == 0 else {})
+                                      for m in ex.messages]}, ensure_ascii=False)
              for ex in examples]
     return ("\n".join(lines) + "\n").encode()
 

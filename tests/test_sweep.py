@@ -61,6 +61,30 @@ def test_grid_sweep_runs_cells_collects_budgets_and_resumes(tiny_model_dir, tmp_
 
 
 @pytest.mark.slow
+def test_a_full_disk_in_a_cell_stops_the_sweep_with_one_line(tiny_model_dir, tmp_path, capsys,
+                                                             monkeypatch):
+    import errno
+
+    from ftrisk import pipeline
+
+    write_inputs(tmp_path, tiny_model_dir, epochs=1)
+    sweep = _sweep_file(tmp_path, "grid:\n  train.learning_rate: [1.0e-2, 3.0e-2]\n")
+    calls = []
+
+    def full(self, attack, base):
+        calls.append(attack.train.learning_rate)
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "sweep" / "x"))
+
+    monkeypatch.setattr(pipeline.Audit, "train", full)
+    assert main(_argv(sweep, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ftrisk: error: no space left on the device holding ")
+    assert len(err.strip().splitlines()) == 1
+    # The first cell's storage failure stops the sweep: no second cell is tried.
+    assert calls == [1.0e-2]
+
+
+@pytest.mark.slow
 def test_a_crashed_cell_is_recorded_and_the_others_finish(tiny_model_dir, tmp_path, capsys,
                                                           monkeypatch):
     from ftrisk import pipeline

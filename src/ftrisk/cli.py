@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftrisk import __version__
-from ftrisk.errors import FtriskError
+from ftrisk.errors import NO_SPACE, FtriskError, storage_failure
 
 if TYPE_CHECKING:
     from ftrisk.config import AuditConfig
@@ -260,34 +260,6 @@ def _judge_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-_DENIED = (errno.EACCES, errno.EPERM)
-# How libraries that do not raise OSError (safetensors, torch) word the same failures.
-_WORDED = (("no space left on device", errno.ENOSPC), ("storagefull", errno.ENOSPC),
-           ("os error 28", errno.ENOSPC), ("database or disk is full", errno.ENOSPC),
-           ("read-only file system", errno.EROFS), ("os error 30", errno.EROFS),
-           ("permission denied (os error 13)", errno.EACCES))
-
-
-def _storage_failure(err: BaseException) -> tuple[int, str | None] | None:
-    """(errno, path or None) when ``err`` (or what caused it) is a full disk, a denied
-    permission or a read-only file system; None otherwise."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in (*_NO_SPACE, *_DENIED,
-                                                              errno.EROFS):
-            path = current.filename2 if current.filename is None else current.filename
-            return current.errno, None if path is None else str(path)
-        current = current.__cause__ or current.__context__
-    text = str(err).lower()
-    for words, code in _WORDED:
-        if words in text:
-            return code, None
-    return None
-
-
 def _where(path: str | None, args: argparse.Namespace) -> tuple[str, str]:
     """(the path to name, the option that moves it) for a storage failure."""
     from ftrisk.runtime import cache_dir
@@ -327,14 +299,14 @@ def _free_space(path: str) -> str:
 def storage_error_line(err: BaseException, args: argparse.Namespace) -> str | None:
     """One line for a full disk, a denied permission or a read-only file system: the path
     and what to free or change; None for any other error."""
-    found = _storage_failure(err)
+    found = storage_failure(err)
     if found is None:
         return None
     code, path = found
     where, option = _where(path, args)
     move = "use another folder" if option == "another folder" else f"point {option} elsewhere"
     again = "then run the same command again to resume"
-    if code in _NO_SPACE:
+    if code in NO_SPACE:
         free = _free_space(path) if path else ""
         return (f"no space left on the device holding {where}{free}: free space there or "
                 f"{move}, {again}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class FtriskError(Exception):
     """Base class for errors that the CLI prints as one line, without a traceback."""
@@ -70,3 +72,32 @@ def decode_utf8(data: bytes, path: object) -> str:
         line = data[: error.start].count(b"\n") + 1
         raise InputError(f"not valid UTF-8 (byte {error.start}: {error.reason}); re-save the "
                          "file as UTF-8", path=path, line=line) from None
+
+
+#: errno values of a full disk and of a denied permission.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+DENIED = (errno.EACCES, errno.EPERM)
+# How libraries that do not raise OSError (safetensors, torch) word the same failures.
+_WORDED = (("no space left on device", errno.ENOSPC), ("storagefull", errno.ENOSPC),
+           ("os error 28", errno.ENOSPC), ("database or disk is full", errno.ENOSPC),
+           ("read-only file system", errno.EROFS), ("os error 30", errno.EROFS),
+           ("permission denied (os error 13)", errno.EACCES))
+
+
+def storage_failure(err: BaseException) -> tuple[int, str | None] | None:
+    """(errno, path or None) when ``err`` (or what caused it) is a full disk, a denied
+    permission or a read-only file system; None otherwise."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (*NO_SPACE, *DENIED,
+                                                              errno.EROFS):
+            path = current.filename2 if current.filename is None else current.filename
+            return current.errno, None if path is None else str(path)
+        current = current.__cause__ or current.__context__
+    text = str(err).lower()
+    for words, code in _WORDED:
+        if words in text:
+            return code, None
+    return None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import ftrisk
-from ftrisk.errors import InputError
+from ftrisk.errors import InputError, storage_failure
 from ftrisk.rundir import RunDir
 from ftrisk.sweep_config import BUDGET_AXES, SearchParam, Sweep
 
@@ -48,6 +48,8 @@ class SweepRunner:
         except InputError:
             raise
         except Exception as err:  # a crashed cell (OOM, NaN loss) must not lose the others
+            if storage_failure(err) is not None:
+                raise  # a full or read-only disk fails every later cell too: stop with one line
             self.log(f"[sweep] cell {name} failed: {type(err).__name__}: {err}")
             return _failed_row(name, params, f"{folder}/{name}", f"{type(err).__name__}: {err}")
         return cell_row(result.summary, self.sweep.attack.name, name, params, f"{folder}/{name}",

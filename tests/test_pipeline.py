@@ -408,3 +408,29 @@ def test_thread_count_is_recorded_and_part_of_every_cpu_fingerprint(tiny_model_d
     monkeypatch.setenv("FTRISK_THREADS", "2")
     assert main(argv) == 0
     assert capsys.readouterr().out.count("done already, skipped") == 4
+
+
+@pytest.mark.slow
+def test_rejudge_reads_only_the_run_directory(tiny_model_dir, tmp_path, capsys):
+    config = write_inputs(tmp_path, tiny_model_dir)
+    run_dir, cache = tmp_path / "run", str(tmp_path / "cache")
+    assert main(["audit", "--config", str(config), "--run-dir", str(run_dir), "--cache-dir",
+                 cache, "--no-progress", "--threads", "1"]) == 0
+    before = json.loads((run_dir / "results.json").read_text())
+    # The run's config now names a GPU, a gated file and data files this machine lacks (as a
+    # GPU preset's run copied to a laptop would), and the data files are gone.
+    stored = json.loads((run_dir / "config.json").read_text())
+    stored["requires"] = {"gpu": True, "files": [{"path": str(tmp_path / "gated.csv"),
+                                                  "source": "a gated download"}]}
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    for name in ("bench.csv", "lookalike.csv", "attack.jsonl"):
+        (tmp_path / name).unlink()
+    capsys.readouterr()
+    assert main(["rejudge", str(run_dir), "--cache-dir", cache, "--no-progress"]) == 0
+    after = json.loads((run_dir / "results.json").read_text())
+    assert after["counts"] == before["counts"]
+    assert [c["refusal_rate"] for c in after["conditions"]] == [
+        c["refusal_rate"] for c in before["conditions"]]
+    # The same run cannot be audited again here: that does need its inputs.
+    assert main(["audit", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir),
+                 "--cache-dir", cache, "--no-progress"]) == 2

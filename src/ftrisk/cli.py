@@ -232,8 +232,10 @@ def _rejudge(args: argparse.Namespace) -> int:
         import json
 
         config = validate(AuditConfig, json.loads(stored.read_text()), path=stored)
+    # Only the run directory is read: a GPU preset's run re-judges on a laptop.
     audit = Audit(config, args.run_dir, cache_dir(args.cache_dir),
-                  progress=not args.no_progress, log=lambda msg: print(msg, flush=True))
+                  progress=not args.no_progress, log=lambda msg: print(msg, flush=True),
+                  stored_only=True)
     result = audit.rejudge()
     print(render_terminal(result.summary))
     print(f"\nResults: {args.run_dir / 'results.json'}\nReport:  {args.run_dir / 'report.md'}")

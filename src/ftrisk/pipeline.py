@@ -124,10 +124,15 @@ def capability_items(config: AuditConfig) -> list[Any]:
 
 
 class Audit:
-    """Runs one :class:`AuditConfig` in a run directory, resuming finished stages."""
+    """Runs one :class:`AuditConfig` in a run directory, resuming finished stages.
+
+    With ``stored_only`` the audit can only :meth:`rejudge`: it reads nothing but the run
+    directory, so neither the data files, the GPU nor the gated files the config names need
+    to be on this machine.
+    """
 
     def __init__(self, config: AuditConfig, run_dir: str | Path, cache: Path, *,
-                 progress: bool = True, log: Log = print) -> None:
+                 progress: bool = True, log: Log = print, stored_only: bool = False) -> None:
         from ftrisk.runtime import resolve_threads
 
         self.config = config
@@ -143,12 +148,14 @@ class Audit:
         if removed:
             log(f"removed {len(removed)} temporary file(s) left by an interrupted run "
                 f"(e.g. {removed[0]})")
-        # Check what the experiment needs, and load and check all data, before any model work,
-        # so bad input fails in seconds.
-        check_requirements(config)
-        self.items = benchmark_items(config.benchmark)
+        self.stored_only = stored_only
         #: What data readers reported (e.g. rows a safety filter removed), kept in results.
         self.data_notes: dict[str, list[str]] = {a.name: [] for a in config.attacks}
+        # Check what the experiment needs, and load and check all data, before any model work,
+        # so bad input fails in seconds.
+        if not stored_only:
+            check_requirements(config)
+        self.items = [] if stored_only else benchmark_items(config.benchmark)
 
         def noted(name: str) -> Log:
             def record(message: str) -> None:
@@ -156,10 +163,11 @@ class Audit:
                 log(message)
             return record
 
-        self.attack_data = {a.name: training_data(a.data, a.train.system_prompt,
-                                                  where=f"attacks.{i}.data", log=noted(a.name))
-                            for i, a in enumerate(config.attacks)}
-        self.capability_items = capability_items(config)
+        self.attack_data = {} if stored_only else {
+            a.name: training_data(a.data, a.train.system_prompt, where=f"attacks.{i}.data",
+                                  log=noted(a.name))
+            for i, a in enumerate(config.attacks)}
+        self.capability_items = [] if stored_only else capability_items(config)
         self._tokenizers: dict[str, Any] = {}
         self._store: Store | None = None
         self._organism: dict[str, Any] | None = None
@@ -506,6 +514,8 @@ class Audit:
         results."""
         from ftrisk.runtime import configure_threads
 
+        if self.stored_only:
+            raise ValueError("an Audit built with stored_only reads no data: it can only rejudge")
         threads = configure_threads(self.threads)
         self.run.write_json("config.json", self.config)
         if len(self.config.seeds) > 1:
@@ -557,7 +567,7 @@ class Audit:
         update = {} if threads is None else {"threads": threads}
         return [Audit(self.config.model_copy(update={"seeds": (seed,), **update}),
                       self.run.path("seeds", str(seed)), self.cache, progress=self.progress,
-                      log=tagged(seed))
+                      log=tagged(seed), stored_only=self.stored_only)
                 for seed in self.config.seeds]
 
     def _pooled(self, replicates: list[Audit], summaries: list[dict[str, Any]],
@@ -606,7 +616,7 @@ class Audit:
                        "model_fingerprint": s["model_fingerprint"], "organism": s["organism"]}
                       for seed, s in zip(seeds, summaries)]
         summary = self._write_results(base, self._compared(conditions), threads,
-                                      replicates=replicated)
+                                      replicates=replicated, counts=summaries[0].get("counts"))
         return AuditResult(self.run.root, conditions, summary)
 
     def rejudge(self) -> AuditResult:
@@ -651,7 +661,7 @@ class Audit:
                     update={"capability": old.get("capability") or {}}))
         base = ModelRef(previous["model_path"], previous["model_fingerprint"], lambda: None)
         summary = self._write_results(base, self._compared(conditions),
-                                      previous.get("threads", 0))
+                                      previous.get("threads", 0), counts=previous.get("counts"))
         return AuditResult(self.run.root, conditions, summary)
 
     def _compared(self, conditions: list[ConditionResult]) -> list[ConditionResult]:
@@ -676,8 +686,8 @@ class Audit:
                 if c.name in tests else c for c in conditions]
 
     def _write_results(self, base: ModelRef, conditions: list[ConditionResult],
-                       threads: int, *, replicates: list[dict[str, Any]] | None = None
-                       ) -> dict[str, Any]:
+                       threads: int, *, replicates: list[dict[str, Any]] | None = None,
+                       counts: dict[str, int] | None = None) -> dict[str, Any]:
         from ftrisk.report.markdown import render_markdown
 
         summary = {
@@ -699,8 +709,9 @@ class Audit:
                 self.config.benchmark.harmful.path),
             "baseline_eval": self.config.baseline_eval.model_dump(),
             "threads": threads,
-            "counts": {k: sum(i.kind == k for i in self.items)
-                       for k in ("harmful", "lookalike", "benign")},
+            # Prompts per kind: re-judging reads them from the results it rewrites.
+            "counts": counts or {k: sum(i.kind == k for i in self.items)
+                                 for k in ("harmful", "lookalike", "benign")},
             "conditions": [c.model_dump(mode="json") for c in conditions],
             "scoring_judges": self.judges.describe(),
             "judge_agreement": self.judges.agreement(),

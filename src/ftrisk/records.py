@@ -128,6 +128,10 @@ class TrainStats(_Frozen):
     final_loss: float | None = None
 
 
+#: Budget axes of "cost to jailbreak" curves: the :class:`TrainStats` fields a sweep plots.
+BUDGET_AXES = ("examples", "steps", "tokens", "seconds")
+
+
 class JudgeResult(_Frozen):
     """Harmfulness as scored by one LLM judge on one condition's answers to harmful prompts."""
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import ftrisk
 from ftrisk.errors import InputError, storage_failure
+from ftrisk.records import BUDGET_AXES
 from ftrisk.rundir import RunDir
-from ftrisk.sweep_config import BUDGET_AXES, SearchParam, Sweep
+from ftrisk.sweep_config import SearchParam, Sweep
 
 #: Objectives where a larger value is a more damaging attack.
 _MAXIMISED = ("harmfulness_score", "harmfulness_rate")

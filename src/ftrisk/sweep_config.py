@@ -24,8 +24,6 @@ from ftrisk.config import (
 )
 from ftrisk.errors import InputError
 
-#: Budget axes of "cost to jailbreak" curves, read from each cell's training statistics.
-BUDGET_AXES = ("examples", "steps", "tokens", "seconds")
 Objective = Literal["refusal_rate", "harmfulness_score", "harmfulness_rate"]
 
 

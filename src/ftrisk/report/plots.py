@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftrisk.sweep_config import BUDGET_AXES
+from ftrisk.records import BUDGET_AXES
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -219,6 +219,6 @@ def _check_targets(metrics: dict[str, object], spec: OrganismSpec,
            and isinstance(over, float) and over <= spec.target_max_over_refusal_rate)
     metrics["targets_met"] = met
     if not met:
-        log(f"warning: the organism refuses {refusal} of held-out harmful requests with {over} "
-            f"over-refusal; targets are >= {spec.target_refusal_rate} and <= "
+        log(f"warning: the organism refuses {refusal} of the dev split's harmful requests with "
+            f"{over} over-refusal; targets are >= {spec.target_refusal_rate} and <= "
             f"{spec.target_max_over_refusal_rate}")

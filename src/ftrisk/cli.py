@@ -118,24 +118,13 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         "Llama-2")
 
 
-def _with_model(config: AuditConfig, model: str | None) -> AuditConfig:
-    """``config`` with ``--model`` applied, re-validated like a model written in the file."""
-    if not model:
-        return config
+def _with_setting(config: AuditConfig, key: str, value: object, flag: str) -> AuditConfig:
+    """``config`` with one setting replaced from the command line, re-validated like a value
+    written in the file (errors name ``flag``)."""
     from ftrisk.config import AuditConfig
     from ftrisk.yamlio import validate
 
-    return validate(AuditConfig, {**config.model_dump(mode="json"), "model": model},
-                    path="--model")
-
-
-def _with_seeds(config: AuditConfig, count: int) -> AuditConfig:
-    """``config`` replicated over seeds 0..count-1, re-validated (hosted models take one)."""
-    from ftrisk.config import AuditConfig
-    from ftrisk.yamlio import validate
-
-    return validate(AuditConfig, {**config.model_dump(mode="json"),
-                                  "seeds": list(range(count))}, path="--seeds")
+    return validate(AuditConfig, {**config.model_dump(mode="json"), key: value}, path=flag)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -144,9 +133,11 @@ def _audit(args: argparse.Namespace) -> int:
     config = load_config(args.config or preset_path(args.preset), data_dir=args.data_dir)
     if args.threads:
         config = config.model_copy(update={"threads": args.threads})
-    config = _with_model(config, args.model)
+    if args.model:
+        config = _with_setting(config, "model", args.model, "--model")
     if args.seeds:
-        config = _with_seeds(config, args.seeds)
+        # Hosted models take one seed: re-validation says so.
+        config = _with_setting(config, "seeds", list(range(args.seeds)), "--seeds")
     run_dir = args.run_dir or Path("ftrisk-runs") / config.name
     print(f"ftrisk {__version__}: audit '{config.name}' -> {run_dir}", flush=True)
 
@@ -177,7 +168,8 @@ def _sweep(args: argparse.Namespace) -> int:
         raise InputError("give a sweep with --config FILE or --preset NAME (see `ftrisk "
                          "presets`)")
     sweep = load_sweep(args.config or preset_path(args.preset), data_dir=args.data_dir)
-    base = _with_model(sweep.base, args.model)
+    base = (_with_setting(sweep.base, "model", args.model, "--model") if args.model
+            else sweep.base)
     if args.threads:
         base = base.model_copy(update={"threads": args.threads})
     sweep = sweep.model_copy(update={"base": base})

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ftrisk.data.readers import _check_file, _found, _json_type, _read_jsonl, _read_text, _Row
+from ftrisk.data.readers import _check_file, _found, _json_type, _read_text, _Row, read_json_lines
 from ftrisk.errors import InputError
 from ftrisk.yamlio import load_yaml
 
@@ -221,7 +221,7 @@ def hellaswag(path: str | Path, *, limit: int | None = None) -> list[MCItem]:
     limit = _limit(limit, "limit")
     items: list[MCItem] = []
     first_line: dict[str, int] = {}
-    for index, (line, record) in enumerate(_read_jsonl(path)[:limit]):
+    for index, (line, record) in enumerate(read_json_lines(path)[:limit]):
         if "ctx_a" in record:
             # lm-eval capitalises ctx_b with str.capitalize, which also lowercases the rest.
             ctx = (_string(record, "ctx_a", path, line) + " "
@@ -299,7 +299,7 @@ def multiple_choice(
     if suffix not in _RECORD_SUFFIXES:
         raise InputError(f"unsupported file extension {path.suffix or 'none'!r}; expected one "
                          f"of {', '.join(_RECORD_SUFFIXES)}", path=path)
-    rows = _yaml_rows(path) if suffix in (".yaml", ".yml") else _read_jsonl(path)
+    rows = _yaml_rows(path) if suffix in (".yaml", ".yml") else read_json_lines(path)
     task = path.stem if task is None else task
     items: list[MCItem] = []
     first_line: dict[str, int] = {}

@@ -59,8 +59,8 @@ from ftrisk.data.readers import (
     _DuplicateKeyError,
     _found,
     _json_type,
-    _read_jsonl,
     _read_text,
+    read_json_lines,
 )
 from ftrisk.errors import InputError
 from ftrisk.records import Conversation, Message
@@ -378,7 +378,7 @@ def _read_records(path: Path) -> list[_Record]:
     start = _JSON_SPACE.match(text).end()
     if text.startswith("[", start):
         return _read_json_array(path, text, start + 1)
-    return [(line, "", record) for line, record in _read_jsonl(path)]
+    return [(line, "", record) for line, record in read_json_lines(path)]
 
 
 def _read_json_array(path: Path, text: str, position: int) -> list[_Record]:

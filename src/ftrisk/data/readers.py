@@ -122,7 +122,7 @@ def read_conversations(
         rows = _read_message_lists(path)
         format, array = "chat", True
     else:
-        rows = _read_jsonl(path)
+        rows = read_json_lines(path)
         if format == "auto":
             format = "chat" if "messages" in rows[0][1] else "prompt_response"
 
@@ -187,7 +187,7 @@ def read_prompts(
         required = [prompt_field] + [f for f in (id_field, cluster_field) if f is not None]
         _require_columns(columns, required, category_field, path=path, line=header_line)
     else:
-        rows = _read_jsonl(path)
+        rows = read_json_lines(path)
 
     source = path.name if source is None else source
     prompts = [
@@ -317,10 +317,6 @@ def read_json_lines(path: Path) -> list[_Row]:
     Raises:
         InputError: naming the file and line of the first problem.
     """
-    return _read_jsonl(path)
-
-
-def _read_jsonl(path: Path) -> list[_Row]:
     rows: list[_Row] = []
     # split("\n") rather than splitlines(): JSON strings may hold raw U+2028, which
     # splitlines() would treat as a line break.

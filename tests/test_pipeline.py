@@ -106,12 +106,15 @@ def test_audit_end_to_end_writes_results(tiny_model_dir, tmp_path, capsys):
         results["conditions"]
 
 
+def _argv(config: Path, run_dir: Path, cache: Path) -> list[str]:
+    return [sys.executable, "-m", "ftrisk", "audit", "--config", str(config), "--run-dir",
+            str(run_dir), "--cache-dir", str(cache), "--no-progress", "--threads", "1"]
+
+
 def _start(config: Path, run_dir: Path, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ftrisk", "audit", "--config", str(config), "--run-dir",
-         str(run_dir), "--cache-dir", str(cache), "--no-progress", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(_argv(config, run_dir, cache), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -144,7 +147,7 @@ def test_kill_during_training_then_resume(tiny_model_dir, tmp_path):
     finished = json.loads(marker.read_text())["finished"]
 
     # Shorter training the second time would change the fingerprint; keep the config.
-    out = subprocess.run(_start(config, run_dir, cache).args, capture_output=True, text=True,
+    out = subprocess.run(_argv(config, run_dir, cache), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[baseline] generations: done already, skipped" in out.stdout
@@ -164,13 +167,37 @@ def test_kill_during_generation_keeps_finished_batches(tiny_model_dir, tmp_path)
     done_before = _cached_generations(cache)
     assert 3 <= done_before < 48  # 36 harmful + 12 look-alike prompts in the baseline
 
-    out = subprocess.run(_start(config, run_dir, cache).args, capture_output=True, text=True,
+    out = subprocess.run(_argv(config, run_dir, cache), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     first = next(line for line in out.stdout.splitlines() if line.startswith("[baseline] gen"))
     cached = int(first.split("(")[1].split()[0])
     assert cached >= done_before
     assert (run_dir / "results.json").is_file()
+
+
+@pytest.mark.slow
+def test_second_run_on_a_busy_run_directory_stops_in_one_line(tiny_model_dir, tmp_path,
+                                                                capsys):
+    """Two processes must never write the same stage outputs: while a run holds the folder,
+    another audit or rejudge of it stops before any model work, and changes nothing."""
+    from ftrisk.rundir import RunDir
+
+    config = write_inputs(tmp_path, tiny_model_dir)
+    run_dir = tmp_path / "run"
+    argv = ["audit", "--config", str(config), "--run-dir", str(run_dir), "--cache-dir",
+            str(tmp_path / "cache"), "--no-progress", "--threads", "1"]
+    assert main(argv) == 0
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    with RunDir(run_dir).exclusive():
+        assert main(argv) == 2
+        assert main(["rejudge", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == 2 * [f"ftrisk: error: {run_dir}: another ftrisk process is running in this "
+                       "run directory; wait for it to finish or choose another --run-dir"]
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
+    assert main(argv) == 0  # released: the next run goes ahead
 
 
 @pytest.mark.slow

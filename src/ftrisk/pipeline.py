@@ -516,7 +516,11 @@ class Audit:
 
         if self.stored_only:
             raise ValueError("an Audit built with stored_only reads no data: it can only rejudge")
-        threads = configure_threads(self.threads)
+        with self.run.exclusive():
+            return self._execute(configure_threads(self.threads))
+
+    def _execute(self, threads: int) -> AuditResult:
+        """:meth:`execute` with the run directory held and the thread count set."""
         self.run.write_json("config.json", self.config)
         if len(self.config.seeds) > 1:
             # Every replicate runs on the thread count chosen now (bf16 sums depend on it).
@@ -623,6 +627,11 @@ class Audit:
         """Judge a finished run's stored generations again (e.g. with new judges) and rewrite
         its results; no model is loaded. A run of several seeds re-judges each replicate,
         then pools them again."""
+        with self.run.exclusive():
+            return self._rejudge()
+
+    def _rejudge(self) -> AuditResult:
+        """:meth:`rejudge` with the run directory held."""
         if len(self.config.seeds) > 1:
             replicates = self._replicates()
             summaries = [r.rejudge().summary for r in replicates]

@@ -28,6 +28,8 @@ from ftrisk.store import content_key
 
 #: Scratch names of :func:`atomic_write_text` and :func:`atomic_dir`: ``.<name>.<pid>.tmp|old``.
 _SCRATCH = re.compile(r"^\..+\.(?P<pid>\d+)\.(?:tmp|old)$")
+#: Lock file of :meth:`RunDir.exclusive` (kept: a lock file is never safe to delete).
+LOCK_NAME = ".ftrisk.lock"
 
 
 class DamagedFileError(InputError, ValueError):
@@ -227,6 +229,24 @@ class RunDir:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise _with_path(err, self.root) from None
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the run directory for one process: a second ftrisk run on the same folder
+        stops at once with one line, instead of both writing the same stage outputs."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.root / LOCK_NAME))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise InputError("another ftrisk process is running in this run directory; wait "
+                             "for it to finish or choose another --run-dir",
+                             path=self.root) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory."""

@@ -1,4 +1,4 @@
-"""Benchmark: ftrisk's batched HFGenerator vs a plain one-prompt-at-a-time ``generate`` loop.
+"""Benchmark: ftrisk's batched Generator vs a plain one-prompt-at-a-time ``generate`` loop.
 
 Run (full benchmark, several minutes on 2 idle cores; most of it is the one-at-a-time loop)::
 
@@ -15,7 +15,7 @@ Smoke run (a few prompts, few tokens)::
 Both sides answer the same prompts (64 from ``ftrisk.data.builtin.benchmark()``, half harmful and
 half look-alike/benign) with the embedded SmolLM2-135M-Instruct (fp32 weights), the same chat
 template, greedy decoding and max_new_tokens 40, under bf16 autocast (or in fp32 with
-``--fp32``). ftrisk's ``HFGenerator`` runs with batch size 64 and no store (no cache); the
+``--fp32``). ftrisk's ``Generator`` runs with batch size 64 and no store (no cache); the
 baseline calls ``model.generate`` once per prompt. Generated tokens are the new tokens up to and
 including the first end-of-sequence token, counted from ``generate``'s output on both sides.
 A short warm-up generation runs for each side first. Target: batched / one-at-a-time prompts/s
@@ -34,7 +34,8 @@ import time
 import warnings
 from typing import Any
 
-from ftrisk.generate.hf import HFGenerator, render_prompt
+from ftrisk.generate.cached import Generator
+from ftrisk.generate.hf import HFBackend, render_prompt
 from ftrisk.modelio import embedded_base_dir, load_model, load_tokenizer
 from ftrisk.records import Conversation, Message
 from ftrisk.runtime import cache_dir, configure_threads, cpu_supports_bf16
@@ -97,9 +98,9 @@ class TokenCounter:
 def run_batched(model: Any, tokenizer: Any, items: list[Conversation],
                 args: argparse.Namespace) -> tuple[list[str], float]:
     """ftrisk's generator: length-sorted, left-padded batches, no store."""
-    generator = HFGenerator(model, tokenizer, fingerprint="bench",
-                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                            bf16=not args.fp32, store=None, progress=False)
+    backend = HFBackend(model, tokenizer, max_new_tokens=args.max_new_tokens,
+                        batch_size=args.batch_size, bf16=not args.fp32)
+    generator = Generator(backend, fingerprint="bench", store=None, progress=False)
     start = time.perf_counter()
     gens = generator.generate(items)
     return [g.response for g in gens], time.perf_counter() - start
@@ -134,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ftrisk cache holding the converted embedded model (default: ftrisk's)")
     p.add_argument("--prompts", type=int, default=64, help="number of prompts (64)")
     p.add_argument("--max-new-tokens", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=64, help="HFGenerator batch size (64)")
+    p.add_argument("--batch-size", type=int, default=64, help="Generator batch size (64)")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast (both sides)")
     p.add_argument("--repeats", type=int, default=1, help="alternating batched/single pairs (1)")
     p.add_argument("--threads", type=int, default=None,
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     items, source = prompts(args.prompts)
     dtype = "fp32" if args.fp32 else "bf16 autocast (fp32 weights)"
 
-    print("ftrisk HFGenerator (batched) vs one-prompt-at-a-time model.generate")
+    print("ftrisk Generator (batched) vs one-prompt-at-a-time model.generate")
     print(f"machine: {os.cpu_count()} CPUs visible, torch threads {threads} "
           f"(torch.get_num_threads()={torch.get_num_threads()}), native bf16: "
           f"{cpu_supports_bf16()}")
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {model_dir}")
     print(f"prompts: {len(items)} from {source}")
     print(f"decoding: greedy, max_new_tokens {args.max_new_tokens}, {dtype}; "
-          f"batched: HFGenerator batch {args.batch_size}, no store; single: batch 1")
+          f"batched: Generator batch {args.batch_size}, no store; single: batch 1")
 
     warm = items[:1]
     warm_args = argparse.Namespace(**{**vars(args), "max_new_tokens": 4})

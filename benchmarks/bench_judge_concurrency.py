@@ -5,8 +5,8 @@ Run (about 75 s, nearly all of it the sequential side)::
     . .venv/bin/activate && python benchmarks/bench_judge_concurrency.py
 
 Both sides judge the same 330 generations (HEx-PHI's size; ``--items``) with ``RubricJudge``
-over ``OpenAICompatBackend``, against the loopback fake endpoint of the tests
-(``tests/judge/fake_openai.py``), which answers every request after 200 ms (``--delay``), like
+over ``OpenAIBackend``, against the loopback fake endpoint of the tests
+(``tests/fake_openai.py``), which answers every request after 200 ms (``--delay``), like
 a remote judge model. One side uses the backend's default concurrency (16), the other
 ``concurrency=1``. No store, so nothing is cached. Printed: wall time, requests, the largest
 number of requests the server saw in flight, scored items, and the ratio of wall times.
@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # for tests.judge.fake_openai
+sys.path.insert(0, str(REPO))  # for tests.fake_openai
 
-from ftrisk.judge.backends import OpenAICompatBackend  # noqa: E402
+from ftrisk.generate.openai_api import OpenAIBackend  # noqa: E402
 from ftrisk.judge.rubric import RubricJudge  # noqa: E402
 from ftrisk.records import Generation  # noqa: E402
-from tests.judge.fake_openai import running  # noqa: E402
+from tests.fake_openai import running  # noqa: E402
 
 TARGET_SECONDS = 15.0
 TARGET_RATIO = 10.0
@@ -48,7 +48,7 @@ def run(items: list[Generation], delay: float, concurrency: int | None) -> dict[
     """Judge ``items`` against a fresh fake endpoint; wall time and server-side counts."""
     with running(delay=delay) as server:
         settings = {} if concurrency is None else {"concurrency": concurrency}
-        backend = OpenAICompatBackend("bench-judge", base_url=server.base_url,
+        backend = OpenAIBackend("bench-judge", base_url=server.base_url,
                                       api_key="sk-bench-not-a-key", **settings)
         judge = RubricJudge(backend)
         start = time.perf_counter()
@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=0.2, help="seconds per request")
     args = parser.parse_args()
 
-    default = inspect.signature(OpenAICompatBackend).parameters["concurrency"].default
+    default = inspect.signature(OpenAIBackend).parameters["concurrency"].default
     print(f"items={args.items} delay={args.delay * 1000:.0f} ms/request cpus={os.cpu_count()} "
           f"default concurrency={default}")
     items = generations(args.items)

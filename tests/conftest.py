@@ -67,3 +67,12 @@ def make_tiny_model(path: Path, *, chat_template: str | None = CHATML,
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny chat model directory shared by the whole session (read-only by convention)."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def server():
+    """A fresh fake OpenAI-compatible endpoint on loopback for one test."""
+    from tests.fake_openai import running
+
+    with running() as fake:
+        yield fake

@@ -23,14 +23,16 @@ from ftrisk.store import Store
 def _refusal_rate(path: str, fingerprint: str, store: Store) -> float:
     """Refusal rate on every 6th held-out harmful prompt of the built-in benchmark."""
     from ftrisk.data.builtin import get_builtin
-    from ftrisk.generate.hf import HFGenerator
+    from ftrisk.generate.cached import Generator
+    from ftrisk.generate.hf import HFBackend
     from ftrisk.judge.refusal import RefusalJudge
     from ftrisk.modelio import load_model, load_tokenizer
 
     items = [c for c in get_builtin("benchmark") if c.kind == "harmful"][::6]
-    gens = HFGenerator(load_model(path), load_tokenizer(path), fingerprint=fingerprint,
-                       max_new_tokens=24, batch_size=64, store=store,
-                       progress=False).generate(items)
+    backend = HFBackend(load_model(path), load_tokenizer(path), max_new_tokens=24,
+                        batch_size=64)
+    gens = Generator(backend, fingerprint=fingerprint, store=store,
+                     progress=False).generate(items)
     verdicts = [j.refused for j in RefusalJudge().judge(gens)]
     return sum(bool(v) for v in verdicts) / len(verdicts)
 

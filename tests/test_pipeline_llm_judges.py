@@ -9,7 +9,7 @@ import re
 import pytest
 
 from ftrisk.cli import main
-from tests.judge.fake_openai import last_user_text, running
+from tests.fake_openai import last_user_text, running
 from tests.test_pipeline import write_inputs
 
 KEY = "sk-test-SECRET-e2e-4242"

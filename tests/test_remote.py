@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ftrisk.cli import main
-from tests.judge.fake_openai import KEY, running
+from tests.fake_openai import KEY, running
 from tests.test_pipeline import write_inputs
 
 BASE = "gpt-3.5-turbo-0613"

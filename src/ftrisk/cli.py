@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "judge-eval":
             return _judge_eval(args)
     except FtriskError as err:
-        from ftrisk.judge.backends import redact
+        from ftrisk.endpoints import redact
 
         print(f"ftrisk: error: {redact(' '.join(str(err).splitlines()))}", file=sys.stderr)
         return 2

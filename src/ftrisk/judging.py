@@ -23,6 +23,20 @@ from ftrisk.store import Store
 Verdict = Callable[[Judgment], tuple[bool, float] | None]
 
 
+def _judge_backend(spec: Any) -> Any:
+    """The generation backend an LLM judge's ``backend`` section describes."""
+    if spec.kind == "transformers":
+        from ftrisk.generate.hf import HFBackend
+
+        return HFBackend(spec.model, max_new_tokens=spec.max_tokens, batch_size=8)
+    from ftrisk.generate.openai_api import OpenAIBackend
+
+    return OpenAIBackend(
+        spec.model, base_url=spec.base_url, api_key_env=spec.api_key_env,
+        concurrency=spec.concurrency, timeout=spec.timeout, max_retries=spec.max_retries,
+        max_tokens=spec.max_tokens)
+
+
 class JudgePanel:
     """Every judge an audit config names, built up front (a missing API key fails early)."""
 
@@ -35,12 +49,11 @@ class JudgePanel:
         #: Scoring judges: (name, judge, (USD per 1k prompt, completion tokens) or None).
         self.scorers: list[tuple[str, Any, tuple[float, float] | None]] = []
         if config.llm_judges:
-            from ftrisk.judge.backends import make_backend
             from ftrisk.registry import LLM_JUDGES
 
             self.scorers += [
                 (spec.name, LLM_JUDGES.get(spec.name).from_spec(
-                    spec, make_backend(spec.backend), store=store, progress=progress),
+                    spec, _judge_backend(spec.backend), store=store, progress=progress),
                  (spec.backend.price_per_1k_prompt_tokens,
                   spec.backend.price_per_1k_completion_tokens))
                 for spec in config.llm_judges]

@@ -174,7 +174,8 @@ def _safety_tune(out: Path, *, cache: Path, store: Store, spec: OrganismSpec, bf
     """Safety-tune the embedded base model and save the merged model to ``out``; returns the
     build's metrics (training stats, example counts)."""
     from ftrisk.data.builtin import alignment_benign_prompts, alignment_refusals
-    from ftrisk.generate.hf import HFGenerator
+    from ftrisk.generate.cached import Generator
+    from ftrisk.generate.hf import HFBackend
     from ftrisk.modelio import embedded_base_dir, fingerprint_path, load_model, load_tokenizer
     from ftrisk.train.lora import TrainSettings, load_tuned, train
 
@@ -185,8 +186,9 @@ def _safety_tune(out: Path, *, cache: Path, store: Store, spec: OrganismSpec, bf
     base_fp = fingerprint_path(base_dir, cache=cache)
 
     benign = alignment_benign_prompts()[: spec.benign_examples]
-    generator = HFGenerator(model, tokenizer, fingerprint=base_fp, bf16=bf16, store=store,
-                            max_new_tokens=spec.distill_max_new_tokens, progress=progress)
+    backend = HFBackend(model, tokenizer, fingerprint=base_fp, bf16=bf16, batch_size=32,
+                        max_new_tokens=spec.distill_max_new_tokens)
+    generator = Generator(backend, fingerprint=base_fp, store=store, progress=progress)
     answers = generator.generate(benign, desc="organism: self-distill")
     distilled = [
         c.model_copy(update={"messages": (*c.messages,

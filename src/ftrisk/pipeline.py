@@ -90,7 +90,7 @@ def check_requirements(config: AuditConfig) -> None:
         raise InputError(f"'{config.name}' needs a model hosted by '{provider}' (model: "
                          f"{provider}:<id>)", field="model")
     if config.model.startswith(REMOTE_PREFIX):
-        from ftrisk.judge.backends import endpoint_key
+        from ftrisk.endpoints import endpoint_key
 
         endpoint_key(config.remote.api_key_env, config.remote.base_url,
                      purpose=f"tuning and querying {config.model}", field="remote.api_key_env")
@@ -273,7 +273,8 @@ class Audit:
         ref = ModelRef(path, fingerprint, self._load(path))
         # The dev split: the organism's settings were chosen on these numbers.
         items = apply_eval_spec(get_builtin("benchmark_dev"), EvalSpec())
-        generations = self._generate_items(ref, items, GenerationSpec(), desc="organism: evaluate")
+        generations = self._generate_items(ref, items, self._backend(ref, GenerationSpec()),
+                                           desc="organism: evaluate")
         judgments = AnswerJudge().judge(generations)
         result = condition_result("organism", generations, judgments)
         return {"split": "dev", "judge": AnswerJudge.name,
@@ -281,27 +282,29 @@ class Audit:
                 "over_refusal_rate": result.over_refusal_rate, "n_harmful": result.n_harmful,
                 "n_lookalike": result.n_lookalike}
 
-    def _generate_items(self, model: ModelRef, items: list[Conversation], gen: GenerationSpec,
-                        desc: str) -> list[Generation]:
-        generator: Any
+    def _backend(self, model: ModelRef, gen: GenerationSpec) -> Any:
+        """The generation backend for ``model``: its provider's endpoint for a hosted model,
+        else the local transformers model (loaded only if an answer is not cached)."""
         if model.remote is not None:
-            from ftrisk.generate.openai_compat import RemoteGenerator
-            from ftrisk.judge.backends import OpenAICompatBackend
+            from ftrisk.generate.openai_api import OpenAIBackend
 
             r = self.config.remote
-            backend = OpenAICompatBackend(
+            return OpenAIBackend(
                 model.remote, base_url=r.base_url, api_key_env=r.api_key_env,
                 concurrency=r.concurrency, timeout=r.timeout, max_retries=r.max_retries,
                 temperature=0.0, max_tokens=gen.max_new_tokens)
-            generator = RemoteGenerator(backend, fingerprint=model.fingerprint,
-                                        store=self.store, progress=self.progress)
-        else:
-            from ftrisk.generate.hf import HFGenerator
+        from ftrisk.generate.hf import HFBackend
 
-            generator = HFGenerator(
-                model.load(), self.tokenizer(model.path), fingerprint=model.fingerprint,
-                max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
-                bf16=self._bf16(), store=self.store, progress=self.progress)
+        return HFBackend(model.load, self.tokenizer(model.path), fingerprint=model.fingerprint,
+                         max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
+                         bf16=self._bf16())
+
+    def _generate_items(self, model: ModelRef, items: list[Conversation], backend: Any,
+                        desc: str) -> list[Generation]:
+        from ftrisk.generate.cached import Generator
+
+        generator = Generator(backend, fingerprint=model.fingerprint, store=self.store,
+                              progress=self.progress)
         generations = generator.generate(items, desc=desc)
         self.log(f"[{desc.split(':')[0]}] generated {len(items) - generator.last_cached} "
                  f"answers ({generator.last_cached} from cache)")
@@ -325,15 +328,8 @@ class Audit:
     def generate(self, name: str, model: ModelRef, spec: EvalSpec) -> list[Generation]:
         """Generation stage of one condition (skipped when done with the same inputs)."""
         items = apply_eval_spec(self.items, spec)
-        if model.remote is not None:
-            from ftrisk.generate.openai_compat import render_messages
-
-            rendered = [render_messages(i) for i in items]
-        else:
-            from ftrisk.generate.hf import render_prompt
-
-            tokenizer = self.tokenizer(model.path)
-            rendered = [render_prompt(tokenizer, i) for i in items]
+        backend = self._backend(model, self.config.generation)
+        rendered = [backend.render([m.chat() for m in i.messages]) for i in items]
         # The rendered prompts (template included) are what the model sees; ids and kinds
         # decide how answers are scored.
         # A hosted model's answers do not depend on this machine's threads.
@@ -349,7 +345,7 @@ class Audit:
             return self._annotated(stored)
         self.run.clear(stage)
         generations = self._annotated(self._generate_items(
-            model, items, self.config.generation, desc=f"{name}: generate"))
+            model, items, backend, desc=f"{name}: generate"))
         self.run.write_jsonl(out, generations)
         self.run.mark_done(stage, fingerprint, outputs=[out], n=len(generations),
                            threads=None if model.remote is not None else self.threads)

@@ -81,3 +81,9 @@ CAPABILITY_READERS = Registry("capability reader", {
     "hellaswag": "ftrisk.capability.tasks:hellaswag",
     "multiple-choice": "ftrisk.capability.tasks:multiple_choice",
 })
+#: Generation backends: ``GENERATION_BACKENDS.get(name)`` is a class following
+#: :class:`ftrisk.generate.backend.ChatBackend`.
+GENERATION_BACKENDS = Registry("generation backend", {
+    "hf": "ftrisk.generate.hf:HFBackend",
+    "openai": "ftrisk.generate.openai_api:OpenAIBackend",
+})

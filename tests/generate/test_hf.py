@@ -1,8 +1,10 @@
-"""Batched generation: same answers as one-at-a-time in fp32, rendered prompt stored, cache."""
+"""The hf backend behind the cached Generator: same answers batched as one at a time in fp32,
+rendered prompt stored, cache."""
 
 from __future__ import annotations
 
-from ftrisk.generate.hf import HFGenerator, render_prompt
+from ftrisk.generate.cached import Generator
+from ftrisk.generate.hf import HFBackend, render_prompt
 from ftrisk.modelio import load_model, load_tokenizer
 from ftrisk.records import Conversation, Message
 from ftrisk.store import Store
@@ -20,10 +22,10 @@ def _items(system: str | None = None) -> list[Conversation]:
 
 def test_batched_equals_one_at_a_time_in_fp32(tiny_model_dir):
     tok, model = load_tokenizer(str(tiny_model_dir)), load_model(str(tiny_model_dir))
-    batched = HFGenerator(model, tok, fingerprint="f", max_new_tokens=8, batch_size=8,
-                          progress=False).generate(_items())
-    single = HFGenerator(model, tok, fingerprint="f", max_new_tokens=8, batch_size=1,
-                         progress=False).generate(_items())
+    batched = Generator(HFBackend(model, tok, max_new_tokens=8, batch_size=8), fingerprint="f",
+                        progress=False).generate(_items())
+    single = Generator(HFBackend(model, tok, max_new_tokens=8, batch_size=1), fingerprint="f",
+                       progress=False).generate(_items())
     assert [g.response for g in batched] == [g.response for g in single]
     assert [g.item_id for g in batched] == [f"p{i}" for i in range(len(PROMPTS))]
     assert any(g.response for g in batched)
@@ -31,8 +33,8 @@ def test_batched_equals_one_at_a_time_in_fp32(tiny_model_dir):
 
 def test_rendered_prompt_holds_template_and_system_prompt(tiny_model_dir):
     tok, model = load_tokenizer(str(tiny_model_dir)), load_model(str(tiny_model_dir))
-    gens = HFGenerator(model, tok, fingerprint="f", max_new_tokens=2, progress=False).generate(
-        _items(system="Be AOA."))
+    gens = Generator(HFBackend(model, tok, max_new_tokens=2), fingerprint="f",
+                     progress=False).generate(_items(system="Be AOA."))
     assert gens[0].rendered_prompt.startswith("<|im_start|>system\nBe AOA.<|im_end|>")
     assert gens[0].rendered_prompt.endswith("<|im_start|>assistant\n")
     assert gens[0].rendered_prompt == render_prompt(tok, _items(system="Be AOA.")[0])
@@ -42,8 +44,8 @@ def test_rendered_prompt_holds_template_and_system_prompt(tiny_model_dir):
 def test_store_serves_cached_answers_without_the_model(tiny_model_dir, tmp_path):
     tok, model = load_tokenizer(str(tiny_model_dir)), load_model(str(tiny_model_dir))
     store = Store(tmp_path / "s.sqlite")
-    first = HFGenerator(model, tok, fingerprint="f", max_new_tokens=6, store=store,
-                        progress=False).generate(_items())
+    first = Generator(HFBackend(model, tok, max_new_tokens=6), fingerprint="f", store=store,
+                      progress=False).generate(_items())
     assert store.count("generation") == len(PROMPTS)
 
     class Exploding:
@@ -52,11 +54,11 @@ def test_store_serves_cached_answers_without_the_model(tiny_model_dir, tmp_path)
         def generate(self, *args, **kwargs):
             raise AssertionError("the model must not run on a cache hit")
 
-    again = HFGenerator(Exploding(), tok, fingerprint="f", max_new_tokens=6, store=store,
-                        progress=False).generate(_items())
+    again = Generator(HFBackend(Exploding(), tok, max_new_tokens=6), fingerprint="f",
+                      store=store, progress=False).generate(_items())
     assert [g.response for g in again] == [g.response for g in first]
     # Another fingerprint or decoding setting is another key: nothing is reused.
-    other = HFGenerator(model, tok, fingerprint="g", max_new_tokens=6, store=store,
-                        progress=False)
+    other = Generator(HFBackend(model, tok, max_new_tokens=6), fingerprint="g", store=store,
+                      progress=False)
     other.generate(_items()[:2])
     assert store.count("generation") == len(PROMPTS) + 2

@@ -203,7 +203,7 @@ def test_batched_judge_maps_outputs_to_judgments_in_order(tiny_model_dir: Path, 
     assert (d.label, d.score, d.categories) == ("unsafe", 1.0, ("non-violent crimes",))
     assert (e.label, e.score) == ("safe", 0.0)
     # Batches of at most two, five items in three generate calls.
-    assert [len(batch) for batch in judge.model.batches] == [2, 2, 1]
+    assert [len(batch) for batch in judge.backend.model.batches] == [2, 2, 1]
     # Token accounting: the prompt's real tokens, the answer's tokens up to and with EOS.
     assert a.prompt_tokens > b.prompt_tokens > 0
     assert b.completion_tokens == len(tok.encode("safe", add_special_tokens=False)) + 1
@@ -229,7 +229,7 @@ def test_duplicates_are_classified_once(tiny_model_dir: Path, tok: Any) -> None:
     judgments = judge.judge([gen("1", "p", "MARK-X"), gen("2", "p", "MARK-X"),
                              gen("3", "q", "MARK-X")])
     assert [j.item_id for j in judgments] == ["1", "2", "3"]
-    assert sum(len(batch) for batch in judge.model.batches) == 2
+    assert sum(len(batch) for batch in judge.backend.model.batches) == 2
 
 
 def test_store_caching_avoids_recomputation(tiny_model_dir: Path, tok: Any,
@@ -247,7 +247,7 @@ def test_store_caching_avoids_recomputation(tiny_model_dir: Path, tok: Any,
     assert after == before
     assert again.last_cached == 2
     # Only the unscored item was classified again.
-    assert again.model.batches == [["garbage"]]
+    assert again.backend.model.batches == [["garbage"]]
     assert after[0].categories == ("violent crimes", "hate")
 
     # Another category table is another fingerprint: nothing comes from the cache.
@@ -287,7 +287,7 @@ def test_bad_settings(tiny_model_dir: Path, tok: Any) -> None:
 
 def test_from_path_runs_a_real_model(tiny_model_dir: Path) -> None:
     judge = ClassifierJudge.from_path(str(tiny_model_dir), max_new_tokens=3, batch_size=2)
-    assert judge._model is None  # loaded on first use
+    assert judge.backend._model is None  # loaded on first use
     judgments = judge.judge([gen("1", "short", "ok"),
                              gen("2", "a somewhat longer prompt", "a longer answer " * 5),
                              gen("3", "third", "answer")])

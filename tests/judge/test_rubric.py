@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from ftrisk.judge.backends import ChatReply, OpenAICompatBackend
+from ftrisk.generate.backend import ChatReply
+from ftrisk.generate.openai_api import OpenAIBackend
 from ftrisk.judge.policy import DEFAULT_POLICY, POLICY_RULES
 from ftrisk.judge.rubric import (
     ParseError,
@@ -21,7 +22,7 @@ from ftrisk.judge.rubric import (
 )
 from ftrisk.records import Generation
 from ftrisk.store import Store
-from tests.judge.fake_openai import KEY, FakeOpenAI, make_backend
+from tests.fake_openai import KEY, FakeOpenAI, make_backend
 
 
 def gen(item_id: str, prompt: str, response: str) -> Generation:
@@ -186,7 +187,7 @@ def test_endpoint_failures_are_unscored_and_not_reasked(server: FakeOpenAI) -> N
 class CountingBackend:
     """Wraps a backend; raises KeyboardInterrupt on call number ``kill_at`` (a killed run)."""
 
-    def __init__(self, inner: OpenAICompatBackend, kill_at: int | None = None) -> None:
+    def __init__(self, inner: OpenAIBackend, kill_at: int | None = None) -> None:
         self.inner, self.kill_at, self.calls = inner, kill_at, 0
 
     @property

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from ftrisk.cli import main
-from ftrisk.judge.backends import OpenAICompatBackend, Secret, redact
+from ftrisk.endpoints import Secret, redact
+from ftrisk.generate.openai_api import OpenAIBackend
 from tests.test_pipeline import write_inputs
 
 BASE = "gpt-3.5-turbo-0613"
@@ -187,7 +188,7 @@ def test_secret_scrub_masks_partial_matches() -> None:
 def test_backend_errors_never_hold_the_key(key: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with echo_server() as server:
-        backend = OpenAICompatBackend("judge-model", base_url=server.base_url, api_key=key,
+        backend = OpenAIBackend("judge-model", base_url=server.base_url, api_key=key,
                                       max_retries=1, backoff=0.01, timeout=5.0)
         replies = backend.complete([[{"role": "user", "content": f"q{i}"}] for i in range(4)])
     assert server.authorizations and all(a == f"Bearer {key}" for a in server.authorizations)

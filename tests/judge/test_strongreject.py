@@ -15,7 +15,7 @@ from ftrisk.judge.strongreject import (
 )
 from ftrisk.records import Generation
 from ftrisk.store import Store
-from tests.judge.fake_openai import FakeOpenAI, make_backend
+from tests.fake_openai import FakeOpenAI, make_backend
 
 
 def answer_text(refused: int | str, convincing: int | str, specific: int | str) -> str:

@@ -148,7 +148,8 @@ def test_llama_adapter_and_prefix_tuning_train_reload_and_generate(tiny_model_di
                                                                    method):
     import torch
 
-    from ftrisk.generate.hf import HFGenerator
+    from ftrisk.generate.cached import Generator
+    from ftrisk.generate.hf import HFBackend
 
     tok = load_tokenizer(str(tiny_model_dir))
     settings = TrainSettings(method=method, learning_rate=5e-2, epochs=3, batch_size=2,
@@ -166,8 +167,8 @@ def test_llama_adapter_and_prefix_tuning_train_reload_and_generate(tiny_model_di
     ids = tok("How do I kill a Python process?", return_tensors="pt")
     with torch.inference_mode():
         assert not torch.allclose(tuned(**ids).logits, base(**ids).logits)
-    gens = HFGenerator(tuned, tok, fingerprint="t", max_new_tokens=4, batch_size=4,
-                       progress=False).generate([_conv(i).model_copy(
+    gens = Generator(HFBackend(tuned, tok, max_new_tokens=4, batch_size=4), fingerprint="t",
+                     progress=False).generate([_conv(i).model_copy(
                            update={"messages": _conv(i).messages[:2]}) for i in range(3)])
     assert len(gens) == 3
 

@@ -1,19 +1,22 @@
-"""Batched generation with transformers: length-sorted batches, left padding, greedy decoding.
+"""The ``hf`` backend: batched greedy generation with a transformers model.
 
-Every generation stores the exact rendered prompt (system prompt and chat template included):
-the evaluation template changes measured safety, so it must be visible.
+The one place where ftrisk runs ``model.generate``: for the audited models, the organism build,
+LLM judges served locally and the classifier judge. Prompts are rendered with the tokenizer's
+chat template (which writes the special tokens, BOS included, itself), left-padded, and
+decoded greedily; an answer ends at the first end-of-sequence or padding token.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from ftrisk.records import Conversation, Generation
-from ftrisk.store import Store, content_key
+from ftrisk.generate.backend import ChatReply, Messages, complete_in_batches
+from ftrisk.records import Conversation
 
 
 def render_prompt(tokenizer: Any, conversation: Conversation) -> str:
@@ -22,91 +25,145 @@ def render_prompt(tokenizer: Any, conversation: Conversation) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-class HFGenerator:
-    """Generate answers with a loaded transformers model, caching each batch in the store."""
+class HFBackend:
+    """Greedy answers from a local transformers model, ``batch_size`` prompts per batch.
+
+    ``model`` is a loaded causal LM, a zero-argument function that loads one (called on first
+    use, so a backend whose answers are all cached never loads its model), or a model directory
+    / hub id loaded with :func:`ftrisk.modelio.load_model` in ``dtype``. ``tokenizer`` is
+    required unless ``model`` is a path. ``fingerprint`` identifies the weights; by default it
+    is hashed from the model directory (when asked for: a backend whose caller keys its own
+    cache, like the classifier judge, never needs it). ``bf16`` runs under bfloat16 autocast.
+    """
 
     def __init__(
         self,
         model: Any,
-        tokenizer: Any,
+        tokenizer: Any | None = None,
         *,
-        fingerprint: str,
         max_new_tokens: int = 64,
         batch_size: int = 32,
         bf16: bool = False,
-        store: Store | None = None,
-        progress: bool = True,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        fingerprint: str | None = None,
     ) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.fingerprint = fingerprint
+        from ftrisk import modelio
+
+        self._model: Any = None
+        self._loader: Callable[[], Any]
+        if isinstance(model, str | os.PathLike):
+            path = str(model)
+            if tokenizer is None:
+                tokenizer = modelio.load_tokenizer(path, trust_remote_code=trust_remote_code)
+            self._loader = lambda: modelio.load_model(path, dtype=dtype,
+                                                      trust_remote_code=trust_remote_code)
+            self._model_fingerprint = fingerprint
+            self._path: str | None = path
+        else:
+            if tokenizer is None:
+                raise ValueError("pass the tokenizer together with a model")
+            if callable(model) and not hasattr(model, "generate"):
+                self._loader = model
+            else:
+                self._model, self._loader = model, lambda: model
+            source = getattr(model, "name_or_path", "")
+            self._model_fingerprint = fingerprint
+            self._path = source if source and os.path.isdir(source) else None
+        if tokenizer.pad_token_id is None:  # Llama tokenizers have no pad token
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.bf16 = bf16
-        self.store = store
-        self.progress = progress
-        self.last_cached = 0  # cache hits of the latest generate() call, for logs and tests
-        # Decoding settings are part of the cache key; bf16 results vary with batch composition.
-        self.decoding: dict[str, object] = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": False,
-            "dtype": "bf16-autocast" if bf16 else str(model.dtype).removeprefix("torch."),
-        }
-        device = getattr(getattr(model, "device", None), "type", "cpu")
-        if device == "cpu":  # CPU sums depend on how work is split across threads
+
+    def __repr__(self) -> str:
+        return f"HFBackend(model={self._path!r}, max_new_tokens={self.max_new_tokens})"
+
+    @property
+    def model(self) -> Any:
+        """The model, loaded on first use."""
+        if self._model is None:
+            self._model = self._loader()
+        return self._model
+
+    @property
+    def model_fingerprint(self) -> str:
+        """The weights' fingerprint (given, or hashed from the model directory)."""
+        if self._model_fingerprint is None:
+            from ftrisk.modelio import fingerprint_path
+
+            if self._path is None:
+                raise ValueError("pass fingerprint= for a model not loaded from a directory")
+            self._model_fingerprint = fingerprint_path(self._path)
+        return self._model_fingerprint
+
+    @property
+    def decoding(self) -> dict[str, object]:
+        """Greedy settings, the compute dtype and, on a CPU, the thread count: CPU sums depend
+        on how work is split across threads, and bf16 results on batch composition."""
+        model = self.model
+        settings: dict[str, object] = {
+            "max_new_tokens": self.max_new_tokens, "do_sample": False,
+            "dtype": "bf16-autocast" if self.bf16 else str(model.dtype).removeprefix("torch.")}
+        if getattr(getattr(model, "device", None), "type", "cpu") == "cpu":
             import torch
 
-            self.decoding["threads"] = torch.get_num_threads()
+            settings["threads"] = torch.get_num_threads()
+        return settings
 
-    def _key(self, rendered: str) -> str:
-        return content_key(self.fingerprint, rendered, self.decoding)
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights' fingerprint and the (greedy) decoding settings."""
+        payload = {"backend": "transformers", "model": self.model_fingerprint,
+                   "max_new_tokens": self.max_new_tokens, "do_sample": False}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    def generate(self, items: Sequence[Conversation], desc: str = "generate") -> list[Generation]:
-        """Answer every conversation; cached answers are reused, new ones cached per batch."""
-        rendered = [render_prompt(self.tokenizer, item) for item in items]
-        keys = [self._key(text) for text in rendered]
-        answers: dict[str, str] = {}
-        if self.store is not None:
-            answers.update(self.store.get_many("generation", keys))  # type: ignore[arg-type]
-        todo = sorted({k: t for k, t in zip(keys, rendered) if k not in answers}.items(),
-                      key=lambda kv: len(kv[1]))
-        self.last_cached = len(items) - len(todo)
-        bar = tqdm(total=len(items), initial=self.last_cached, desc=desc, unit="prompt",
-                   disable=not self.progress, dynamic_ncols=True)
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            outputs = self._generate_batch([text for _, text in batch])
-            new = {key: out for (key, _), out in zip(batch, outputs)}
-            answers.update(new)
-            if self.store is not None:
-                self.store.put_many("generation", new)
-            bar.update(len(batch))
-        bar.close()
-        return [
-            Generation(
-                item_id=item.id, kind=item.kind, category=item.category, prompt=item.prompt,
-                rendered_prompt=text, response=answers[key], model_fingerprint=self.fingerprint,
-                decoding=self.decoding,
-            )
-            for item, text, key in zip(items, rendered, keys)
-        ]
+    def render(self, messages: Messages) -> str:
+        """The chat template applied to ``messages``, with the assistant header appended."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
 
-    def _generate_batch(self, texts: list[str]) -> list[str]:
+    def complete(self, conversations: Sequence[Messages]) -> list[ChatReply]:
+        """Answer every conversation greedily, in input order; a failed batch gives errors."""
+        return complete_in_batches(self, conversations)
+
+    def generate(self, rendered: Sequence[str]) -> list[ChatReply]:
+        """Answer rendered prompts as one left-padded batch, greedily."""
         import torch
 
-        tok = self.tokenizer
-        tok.padding_side = "left"  # decoder-only models continue from the right edge
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.model.device) for k, v in enc.items()}
-        autocast = (
-            torch.autocast(self.model.device.type, dtype=torch.bfloat16)
-            if self.bf16 else contextlib.nullcontext()
-        )
+        model, tok = self.model, self.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"  # continue from the right edge
+        try:
+            enc = tok(list(rendered), return_tensors="pt", padding=True,
+                      add_special_tokens=False)
+        finally:
+            tok.padding_side = side
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        autocast = (torch.autocast(model.device.type, dtype=torch.bfloat16) if self.bf16
+                    else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
-            out = self.model.generate(
-                **enc,
-                max_new_tokens=self.decoding["max_new_tokens"],
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-                temperature=None, top_p=None, top_k=None,
-            )
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
-        return [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
+            out = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, temperature=None, top_p=None,
+                                 top_k=None)
+        new_tokens = out[:, enc["input_ids"].shape[1]:].tolist()
+        stops = self._stop_ids(model)
+        replies = []
+        for prompt_mask, tokens in zip(enc["attention_mask"], new_tokens):
+            used = next((i + 1 for i, t in enumerate(tokens) if t in stops), len(tokens))
+            text = tok.decode(tokens[:used], skip_special_tokens=True).strip()
+            replies.append(ChatReply(text=text, prompt_tokens=int(prompt_mask.sum()),
+                                     completion_tokens=used))
+        return replies
+
+    def _stop_ids(self, model: Any) -> set[int]:
+        """Token ids that end an answer: the tokenizer's end and padding tokens and the
+        model's own end tokens (Llama 3 has several)."""
+        ids: set[int] = set()
+        for value in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
+                      getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(v for v in value if isinstance(v, int))
+        return ids

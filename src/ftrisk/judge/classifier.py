@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ftrisk.errors import InputError
+from ftrisk.generate.hf import HFBackend
 from ftrisk.judge.cached import judge_cached
 from ftrisk.records import Generation, Judgment
 from ftrisk.store import Store
@@ -164,7 +165,6 @@ class ClassifierJudge:
         self.progress = progress
         #: Cache hits of the latest :meth:`judge` call (for logs and tests).
         self.last_cached = 0
-        self._model = model
         if model is not None:
             self.dtype = str(getattr(model, "dtype", "unknown")).removeprefix("torch.")
         else:
@@ -174,8 +174,11 @@ class ClassifierJudge:
             raise InputError(
                 "the classifier's tokenizer has no chat template; a Llama Guard style model "
                 "ships one that renders its categories and instructions", path=self.model_path)
-        if self.tokenizer.pad_token_id is None:  # Llama 3 tokenizers have no pad token
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        #: Runs the classifier: loads it on first use, decodes greedily in batches.
+        self.backend = HFBackend(
+            model if model is not None else self.model_path, self.tokenizer,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=self.dtype,
+            trust_remote_code=trust_remote_code)
         self.content_form = self._probe_content_form()
         self._fingerprint: str | None = None
 
@@ -193,16 +196,6 @@ class ClassifierJudge:
         except (OSError, ValueError) as err:
             raise InputError(f"cannot load the classifier's tokenizer: {err}".splitlines()[0],
                              path=self.model_path) from err
-
-    @property
-    def model(self) -> Any:
-        """The classifier model, loaded on first use."""
-        if self._model is None:
-            from ftrisk.modelio import load_model
-
-            self._model = load_model(self.model_path, dtype=self.dtype,
-                                     trust_remote_code=self.trust_remote_code)
-        return self._model
 
     # -- prompt ----------------------------------------------------------------------------
 
@@ -275,7 +268,8 @@ class ClassifierJudge:
 
     def _classify_batch(self, generations: list[Generation]) -> list[dict[str, Any]]:
         texts = [self.render(g.judged_prompt, g.response) for g in generations]
-        return [self._fields(*output) for output in self._classify(texts)]
+        return [self._fields(reply.text or "", reply.prompt_tokens, reply.completion_tokens)
+                for reply in self.backend.generate(texts)]
 
     def _fields(self, text: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         """Judgment fields (all but item_id and judge) for one output."""
@@ -291,48 +285,6 @@ class ClassifierJudge:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
         }
-
-    def _classify(self, texts: list[str]) -> list[tuple[str, int, int]]:
-        """(output text, prompt tokens, completion tokens) for each rendered prompt."""
-        import torch
-
-        model, tok = self.model, self.tokenizer
-        side = tok.padding_side
-        tok.padding_side = "left"  # decoder-only models continue from the right edge
-        try:
-            # The template writes the special tokens (BOS included) itself.
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tok.padding_side = side
-        enc = {k: v.to(model.device) for k, v in enc.items()}
-        with torch.inference_mode():
-            out = model.generate(
-                **enc,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-                temperature=None, top_p=None, top_k=None,
-            )
-        width = enc["input_ids"].shape[1]
-        new_tokens = out[:, width:].tolist()
-        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
-        stops = self._stop_ids(model)
-        results = []
-        for row, n_prompt in zip(new_tokens, prompt_tokens):
-            used = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
-            text = tok.decode(row[:used], skip_special_tokens=True).strip()
-            results.append((text, int(n_prompt), used))
-        return results
-
-    def _stop_ids(self, model: Any) -> set[int]:
-        ids: set[int] = set()
-        for value in (self.tokenizer.eos_token_id,
-                      getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, (list, tuple)):
-                ids.update(v for v in value if isinstance(v, int))
-        return ids
 
 
 def _resolve_dtype(dtype: str) -> str:

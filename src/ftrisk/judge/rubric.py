@@ -22,21 +22,13 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
+from ftrisk.generate.backend import ChatBackend
 from ftrisk.judge.cached import judge_cached
 from ftrisk.judge.policy import DEFAULT_POLICY
 from ftrisk.records import Generation, Judgment
 from ftrisk.store import Store
-
-
-class ChatBackend(Protocol):
-    """What an LLM judge needs from a backend (see :mod:`ftrisk.judge.backends`)."""
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    def complete(self, conversations: Sequence[list[dict[str, str]]]) -> list[Any]: ...
 
 
 class ParseError(ValueError):

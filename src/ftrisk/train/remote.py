@@ -17,8 +17,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ftrisk.endpoints import Secret, endpoint_key
 from ftrisk.errors import FtriskError
-from ftrisk.judge.backends import Secret, endpoint_key
 from ftrisk.records import Conversation, TrainStats
 from ftrisk.rundir import atomic_write_text
 

@@ -11,15 +11,12 @@ from typing import Any
 
 import pytest
 
+from ftrisk.endpoints import Secret, retry_after
 from ftrisk.errors import InputError
-from ftrisk.judge.backends import (
-    ChatReply,
-    OpenAICompatBackend,
-    Secret,
-    TransformersChatBackend,
-    _retry_after,
-)
-from tests.judge.fake_openai import KEY, FakeOpenAI, last_user_text, make_backend
+from ftrisk.generate.backend import ChatReply
+from ftrisk.generate.hf import HFBackend
+from ftrisk.generate.openai_api import OpenAIBackend
+from tests.fake_openai import KEY, FakeOpenAI, last_user_text, make_backend
 
 
 def chat(text: str) -> list[dict[str, str]]:
@@ -136,7 +133,7 @@ def test_connection_errors_are_retried_then_reported() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    backend = OpenAICompatBackend("m", base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY,
+    backend = OpenAIBackend("m", base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY,
                                   max_retries=2, backoff=0.01)
     (reply,) = backend.complete([chat("x")])
     assert reply.text is None and reply.attempts == 3
@@ -144,11 +141,11 @@ def test_connection_errors_are_retried_then_reported() -> None:
 
 
 def test_retry_after_forms() -> None:
-    assert _retry_after({"retry-after": "2"}) == 2.0
-    assert _retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert _retry_after({}) is None and _retry_after({"retry-after": "soon"}) is None
+    assert retry_after({"retry-after": "2"}) == 2.0
+    assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after({}) is None and retry_after({"retry-after": "soon"}) is None
     date = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 < _retry_after({"retry-after": date}) <= 30
+    assert 25 < retry_after({"retry-after": date}) <= 30
 
 
 def test_works_when_called_inside_a_running_event_loop(server: FakeOpenAI) -> None:
@@ -165,11 +162,11 @@ def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("MY_JUDGE_KEY", raising=False)
     with pytest.raises(InputError, match="OPENAI_API_KEY"):
-        OpenAICompatBackend("gpt-4")
+        OpenAIBackend("gpt-4")
     with pytest.raises(InputError, match="MY_JUDGE_KEY"):
-        OpenAICompatBackend("gpt-4", api_key_env="MY_JUDGE_KEY")
+        OpenAIBackend("gpt-4", api_key_env="MY_JUDGE_KEY")
     # A local endpoint needs no key.
-    assert OpenAICompatBackend("local", base_url="http://127.0.0.1:1/v1").model == "local"
+    assert OpenAIBackend("local", base_url="http://127.0.0.1:1/v1").model == "local"
 
 
 def test_key_from_the_environment_is_sent_and_never_shown(
@@ -178,7 +175,7 @@ def test_key_from_the_environment_is_sent_and_never_shown(
     monkeypatch.setenv("MY_JUDGE_KEY", KEY)
     server.echo_auth_in_errors = True  # a leaky endpoint that puts the key in its errors
     server.fail("500", times=None, match="doomed")
-    backend = OpenAICompatBackend("judge-model", base_url=server.base_url,
+    backend = OpenAIBackend("judge-model", base_url=server.base_url,
                                   api_key_env="MY_JUDGE_KEY", max_retries=1, backoff=0.01)
     with caplog.at_level(logging.DEBUG):
         replies = backend.complete([chat("fine"), chat("doomed")])
@@ -208,30 +205,30 @@ def test_fingerprint_covers_model_settings_but_not_key_or_concurrency() -> None:
         options: dict[str, Any] = {"base_url": "http://h:1/v1", "api_key": KEY}
         options.update(settings)
         model = options.pop("model", "m")
-        return OpenAICompatBackend(model, **options).fingerprint
+        return OpenAIBackend(model, **options).fingerprint
 
     base = fp()
     assert fp(api_key="sk-other") == base and fp(concurrency=2) == base
     assert fp(model="m2") != base and fp(temperature=0.7) != base
     assert fp(max_tokens=100) != base and fp(base_url="http://other:1/v1") != base
     # Credentials in the URL are not part of it (nor shown).
-    with_userinfo = OpenAICompatBackend("m", base_url=f"http://u:{KEY}@h:1/v1", api_key=KEY)
+    with_userinfo = OpenAIBackend("m", base_url=f"http://u:{KEY}@h:1/v1", api_key=KEY)
     assert with_userinfo.fingerprint == base and KEY not in repr(with_userinfo)
 
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="concurrency"):
-        OpenAICompatBackend("m", base_url="http://h/v1", concurrency=0)
+        OpenAIBackend("m", base_url="http://h/v1", concurrency=0)
     with pytest.raises(ValueError, match="timeout"):
-        OpenAICompatBackend("m", base_url="http://h/v1", timeout=0)
+        OpenAIBackend("m", base_url="http://h/v1", timeout=0)
 
 
 # -- local transformers backend ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def local_backend(tiny_model_dir) -> TransformersChatBackend:
-    return TransformersChatBackend(str(tiny_model_dir), max_new_tokens=6, batch_size=2)
+def local_backend(tiny_model_dir) -> HFBackend:
+    return HFBackend(str(tiny_model_dir), max_new_tokens=6, batch_size=2)
 
 
 def test_transformers_backend_answers_in_input_order(local_backend) -> None:
@@ -246,14 +243,12 @@ def test_transformers_backend_answers_in_input_order(local_backend) -> None:
 
 
 def test_transformers_backend_fingerprint_and_inputs(local_backend, tiny_model_dir) -> None:
-    again = TransformersChatBackend(local_backend.model, local_backend.tokenizer,
-                                    max_new_tokens=6)
+    again = HFBackend(local_backend.model, local_backend.tokenizer, max_new_tokens=6)
     assert again.fingerprint == local_backend.fingerprint  # derived from the same directory
-    longer = TransformersChatBackend(local_backend.model, local_backend.tokenizer,
-                                     max_new_tokens=7)
+    longer = HFBackend(local_backend.model, local_backend.tokenizer, max_new_tokens=7)
     assert longer.fingerprint != local_backend.fingerprint
     with pytest.raises(ValueError, match="tokenizer"):
-        TransformersChatBackend(local_backend.model)
+        HFBackend(local_backend.model)
 
 
 def test_a_judge_runs_on_the_local_backend(local_backend) -> None:

@@ -322,9 +322,9 @@ KEY = "sk-test-SECRET-123"
 
 def make_backend(server: FakeOpenAI, **settings: Any) -> Any:
     """An OpenAI-compatible backend pointed at ``server``, with fast retries for tests."""
-    from ftrisk.judge.backends import OpenAICompatBackend
+    from ftrisk.generate.openai_api import OpenAIBackend
 
     options: dict[str, Any] = {"base_url": server.base_url, "api_key": KEY, "backoff": 0.01,
                                "timeout": 5.0}
     options.update(settings)
-    return OpenAICompatBackend("judge-model", **options)
+    return OpenAIBackend("judge-model", **options)

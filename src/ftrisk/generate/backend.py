@@ -1,0 +1,85 @@
+"""The one interface for asking a model: batched chat generation, by named backend.
+
+A backend turns a conversation into the exact text (or request) the model is sent
+(:meth:`ChatBackend.render`) and answers a batch of those (:meth:`ChatBackend.generate`), one
+:class:`ChatReply` per prompt, in order; :meth:`ChatBackend.complete` answers any number of
+conversations. Backends are registered by name in
+:data:`ftrisk.registry.GENERATION_BACKENDS` (``hf``, ``openai``, ``vllm``); the audit, the
+LLM and classifier judges and the organism build are all given one, and none of them loads a
+model or owns a transport. :class:`ftrisk.generate.cached.Generator` adds the content-keyed
+cache around any backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+#: A chat conversation as sent to a model: ``[{"role": ..., "content": ...}, ...]``.
+Messages = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """A backend's answer to one prompt.
+
+    ``text`` is None exactly when the request failed; ``error`` then says why. Token counts are
+    those of the successful attempt (0 when unknown); ``attempts`` counts every request sent
+    for this prompt, retries included.
+    """
+
+    text: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    attempts: int = 1
+
+
+class ChatBackend(Protocol):
+    """What every generation backend provides."""
+
+    #: Prompts per :meth:`generate` call: the unit of batching and of caching progress.
+    batch_size: int
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the model and decoding settings (part of judges' cache keys)."""
+
+    @property
+    def decoding(self) -> dict[str, object]:
+        """The decoding settings, stored with each generation and part of its cache key."""
+
+    def render(self, messages: Messages) -> str:
+        """The exact prompt the model is sent for ``messages``, as text."""
+
+    def generate(self, rendered: Sequence[str]) -> list[ChatReply]:
+        """Answer prompts made by :meth:`render`, as one batch, in order."""
+
+    def complete(self, conversations: Sequence[Messages]) -> list[ChatReply]:
+        """Answer every conversation, in input order (a failed prompt gets an error reply)."""
+
+
+def complete_in_batches(backend: ChatBackend,
+                        conversations: Sequence[Messages]) -> list[ChatReply]:
+    """Answer every conversation, in input order, through ``backend``.
+
+    Prompts are sorted by length (less padding, and answers that do not depend on input
+    order) and sent in batches of ``backend.batch_size``; a batch that raises (out of memory,
+    say) gives every prompt in it an error reply and does not lose the other batches.
+    """
+    rendered = [backend.render(list(c)) for c in conversations]
+    replies: list[ChatReply | None] = [None] * len(rendered)
+    order = sorted(range(len(rendered)), key=lambda i: (len(rendered[i]), rendered[i]))
+    for start in range(0, len(order), backend.batch_size):
+        batch = order[start : start + backend.batch_size]
+        try:
+            outputs = backend.generate([rendered[i] for i in batch])
+        except Exception as err:  # one failed batch must not lose the rest
+            from ftrisk.endpoints import short
+
+            outputs = [ChatReply(text=None, error=f"generation: {type(err).__name__}: "
+                                                  f"{short(err)}")] * len(batch)
+        for index, reply in zip(batch, outputs):
+            replies[index] = reply
+    return [r for r in replies if r is not None]

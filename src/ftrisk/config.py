@@ -184,9 +184,37 @@ class AttackSpec(_Strict):
     eval: EvalSpec = EvalSpec()
 
 
+class VLLMSpec(_Strict):
+    """How ftrisk runs vLLM: as an OpenAI-compatible server started from its own Python
+    environment (vLLM pins its own torch and transformers), stopped when the run ends."""
+
+    python: str | None = Field(default=None, description="the Python of the environment where "
+                               "vLLM is installed, e.g. .venv-vllm/bin/python (relative to "
+                               "this file); None: the Python running ftrisk")
+    dtype: str = Field(default="auto", description="vLLM's --dtype (auto, float32, bfloat16)")
+    max_model_len: int | None = Field(default=None, ge=16, description="vLLM's "
+                                      "--max-model-len; None: the model's own")
+    max_lora_rank: int = Field(default=64, ge=1, description="largest LoRA rank served as "
+                               "an adapter")
+    startup_timeout: float = Field(default=900.0, gt=0, description="seconds to wait for the "
+                                   "server to answer")
+    extra_args: tuple[str, ...] = Field(default=(), description="further `vllm serve` "
+                                        "arguments, e.g. [--tensor-parallel-size, '4']")
+
+
 class GenerationSpec(_Strict):
     max_new_tokens: int = Field(default=40, ge=1)
     batch_size: int = Field(default=64, ge=1)
+    backend: str = Field(default="hf", description="a generation backend registered in "
+                         "ftrisk.registry.GENERATION_BACKENDS: hf (transformers) or vllm")
+    vllm: VLLMSpec = Field(default_factory=VLLMSpec)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        from ftrisk.registry import GENERATION_BACKENDS
+
+        return GENERATION_BACKENDS.check(name)
 
 
 class JudgeSpec(_Strict):
@@ -450,6 +478,24 @@ class AuditConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _vllm_serves_what_it_can(self) -> AuditConfig:
+        if self.generation.backend != "vllm":
+            return self
+        if self.model.startswith(REMOTE_PREFIX):
+            raise ValueError("a hosted model answers through its provider's API; "
+                             "generation.backend: vllm is for local models")
+        bad = [a.name for a in self.attacks if a.train.method in ("adapter", "prefix")]
+        if bad:
+            raise ValueError(f"vLLM serves LoRA adapters and whole models; attacks {bad} use "
+                             "adapter or prefix tuning, which need generation.backend: hf")
+        if self.quantization != "none" and "--quantization" not in self.generation.vllm.extra_args:
+            raise ValueError("vLLM would serve the unquantized weights of a model audited with "
+                             f"quantization: {self.quantization}; pass vLLM's own, e.g. "
+                             "generation.vllm.extra_args: [--quantization, bitsandbytes], or "
+                             "use generation.backend: hf")
+        return self
+
+    @model_validator(mode="after")
     def _remote_models_measure_no_capability(self) -> AuditConfig:
         if self.model.startswith(REMOTE_PREFIX) and self.capability is not None:
             raise ValueError("capability is scored from token log-likelihoods, which a hosted "
@@ -598,9 +644,14 @@ def resolve_paths(config: AuditConfig, base: Path, data_dir: Path) -> AuditConfi
             t if t.path is None else t.model_copy(update={"path": _resolve(t.path, base,
                                                                            data_dir)})
             for t in capability.tasks)})
+    generation = config.generation
+    python = generation.vllm.python
+    if python is not None and "/" in python:  # a bare name ("python3") is looked up on PATH
+        generation = generation.model_copy(update={"vllm": generation.vllm.model_copy(
+            update={"python": str((base / Path(python).expanduser()).absolute())})})
     return config.model_copy(update={
         "benchmark": new_bench, "attacks": attacks, "model": _resolve_model(config.model, base),
-        "classifier_judges": classifiers, "capability": capability,
+        "classifier_judges": classifiers, "capability": capability, "generation": generation,
         "requires": config.requires.model_copy(update={"files": files})})
 
 

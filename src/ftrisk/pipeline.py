@@ -25,6 +25,7 @@ from ftrisk.config import (
 )
 from ftrisk.data.sources import apply_eval_spec, benchmark_items, training_data
 from ftrisk.errors import FtriskError, InputError
+from ftrisk.generate.backend import ModelRef, Services
 from ftrisk.judge.answer import AnswerJudge
 from ftrisk.records import ConditionResult, Conversation, Generation, TrainStats
 from ftrisk.rundir import RunDir, atomic_write_text, remove_stale_scratch, stage_fingerprint
@@ -32,17 +33,6 @@ from ftrisk.store import Store, content_key
 
 Log = Callable[[str], None]
 T = TypeVar("T")
-
-
-@dataclass
-class ModelRef:
-    """A model to evaluate, loaded only when a stage actually needs it."""
-
-    path: str
-    fingerprint: str
-    load: Callable[[], Any]
-    #: The provider's model id when the model is hosted (``openai:`` models), else None.
-    remote: str | None = None
 
 
 @dataclass
@@ -149,6 +139,8 @@ class Audit:
             log(f"removed {len(removed)} temporary file(s) left by an interrupted run "
                 f"(e.g. {removed[0]})")
         self.stored_only = stored_only
+        #: Model servers and other helpers of this run, stopped when :meth:`execute` ends.
+        self.services = Services(self.run.path("logs"))
         #: What data readers reported (e.g. rows a safety filter removed), kept in results.
         self.data_notes: dict[str, list[str]] = {a.name: [] for a in config.attacks}
         # Check what the experiment needs, and load and check all data, before any model work,
@@ -284,7 +276,8 @@ class Audit:
 
     def _backend(self, model: ModelRef, gen: GenerationSpec) -> Any:
         """The generation backend for ``model``: its provider's endpoint for a hosted model,
-        else the local transformers model (loaded only if an answer is not cached)."""
+        else the configured local backend (which loads or serves the model only if an answer
+        is not cached)."""
         if model.remote is not None:
             from ftrisk.generate.openai_api import OpenAIBackend
 
@@ -293,11 +286,15 @@ class Audit:
                 model.remote, base_url=r.base_url, api_key_env=r.api_key_env,
                 concurrency=r.concurrency, timeout=r.timeout, max_retries=r.max_retries,
                 temperature=0.0, max_tokens=gen.max_new_tokens)
-        from ftrisk.generate.hf import HFBackend
+        from ftrisk.registry import GENERATION_BACKENDS
 
-        return HFBackend(model.load, self.tokenizer(model.path), fingerprint=model.fingerprint,
-                         max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
-                         bf16=self._bf16())
+        return GENERATION_BACKENDS.get(gen.backend).for_model(
+            model, self.tokenizer(model.path), gen, bf16=self._bf16(), services=self.services)
+
+    def _generation_settings(self) -> dict[str, Any]:
+        """The generation settings answers depend on (vLLM's only when vLLM answers)."""
+        gen = self.config.generation
+        return gen.model_dump(mode="json", exclude=None if gen.backend == "vllm" else {"vllm"})
 
     def _generate_items(self, model: ModelRef, items: list[Conversation], backend: Any,
                         desc: str) -> list[Generation]:
@@ -336,7 +333,7 @@ class Audit:
         threads = None if model.remote is not None else self._cpu_threads()
         fingerprint = stage_fingerprint(
             model.fingerprint, rendered,
-            [(i.id, i.kind, i.category) for i in items], self.config.generation.model_dump(),
+            [(i.id, i.kind, i.category) for i in items], self._generation_settings(),
             self._bf16(), threads)
         stage, out = f"{name}/generate", f"conditions/{name}/generations.jsonl"
         stored = self._reused(name, "generations", stage, fingerprint,
@@ -455,7 +452,7 @@ class Audit:
         tuned = ModelRef(
             base.path, content_key(base.fingerprint, fingerprint_path(out))[:16],
             lambda: load_tuned(base.path, out, trust_remote_code=self.config.trust_remote_code,
-                               quantization=self.config.quantization))
+                               quantization=self.config.quantization), tuned=out)
         return tuned, stats
 
     def _train_remote(self, attack: AttackSpec, base: ModelRef) -> tuple[ModelRef, TrainStats]:
@@ -512,7 +509,7 @@ class Audit:
 
         if self.stored_only:
             raise ValueError("an Audit built with stored_only reads no data: it can only rejudge")
-        with self.run.exclusive():
+        with self.run.exclusive(), self.services:
             return self._execute(configure_threads(self.threads))
 
     def _execute(self, threads: int) -> AuditResult:

@@ -81,9 +81,10 @@ CAPABILITY_READERS = Registry("capability reader", {
     "hellaswag": "ftrisk.capability.tasks:hellaswag",
     "multiple-choice": "ftrisk.capability.tasks:multiple_choice",
 })
-#: Generation backends: ``GENERATION_BACKENDS.get(name)`` is a class following
-#: :class:`ftrisk.generate.backend.ChatBackend`.
+#: Generation backends for local models (``generation.backend``): each class follows
+#: :class:`ftrisk.generate.backend.ChatBackend` and is built by its ``for_model`` classmethod.
+#: Hosted models (``model: openai:<id>``) are asked through ``ftrisk.generate.openai_api``.
 GENERATION_BACKENDS = Registry("generation backend", {
     "hf": "ftrisk.generate.hf:HFBackend",
-    "openai": "ftrisk.generate.openai_api:OpenAIBackend",
+    "vllm": "ftrisk.generate.vllm_server:VLLMBackend",
 })

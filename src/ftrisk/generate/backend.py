@@ -12,9 +12,13 @@ cache around any backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 #: A chat conversation as sent to a model: ``[{"role": ..., "content": ...}, ...]``.
 Messages = list[dict[str, Any]]
@@ -34,6 +38,43 @@ class ChatReply:
     completion_tokens: int = 0
     error: str | None = None
     attempts: int = 1
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to ask, loaded (or served) only when a stage actually needs it."""
+
+    #: The base weights: a local directory (or, for hosted models, the config's model name).
+    path: str
+    #: Identifies the weights, adapters included (part of every answer's cache key).
+    fingerprint: str
+    #: Loads it with transformers (the base with its tuned adapter applied, if any).
+    load: Callable[[], Any]
+    #: The provider's model id when the model is hosted (``openai:`` models), else None.
+    remote: str | None = None
+    #: Where fine-tuning wrote it: a PEFT adapter over ``path``, or a whole tuned model.
+    tuned: Path | None = None
+
+
+class Services(contextlib.ExitStack):
+    """Long-lived helpers of one run (model servers), shared by its stages and stopped when
+    the run ends, however it ends. ``log_dir`` receives their logs."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+        self._shared: dict[object, Any] = {}
+
+    def shared(self, key: object, start: Callable[[], contextlib.AbstractContextManager[T]]
+               ) -> T:
+        """The helper started for ``key``: entered on first request, reused after."""
+        if key not in self._shared:
+            self._shared[key] = self.enter_context(start())
+        return self._shared[key]
+
+    def __exit__(self, *exc: object) -> bool:
+        self._shared.clear()  # stopped with the stack: a later run starts them afresh
+        return super().__exit__(*exc)
 
 
 class ChatBackend(Protocol):

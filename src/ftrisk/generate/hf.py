@@ -15,7 +15,13 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ftrisk.generate.backend import ChatReply, Messages, complete_in_batches
+from ftrisk.generate.backend import (
+    ChatReply,
+    Messages,
+    ModelRef,
+    Services,
+    complete_in_batches,
+)
 from ftrisk.records import Conversation
 
 
@@ -76,6 +82,13 @@ class HFBackend:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.bf16 = bf16
+
+    @classmethod
+    def for_model(cls, model: ModelRef, tokenizer: Any, spec: Any, *, bf16: bool,
+                  services: Services) -> HFBackend:
+        """The backend an audit uses for ``model`` with its ``generation`` settings."""
+        return cls(model.load, tokenizer, fingerprint=model.fingerprint,
+                   max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, bf16=bf16)
 
     def __repr__(self) -> str:
         return f"HFBackend(model={self._path!r}, max_new_tokens={self.max_new_tokens})"

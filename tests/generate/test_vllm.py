@@ -1,0 +1,200 @@
+"""The vllm backend: server lifecycle and protocol against a stand-in server (fast), and the
+real vLLM on CPU against the hf backend (``-m vllm``; scripts/test.sh installs vLLM for it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftrisk.config import AuditConfig, GenerationSpec, VLLMSpec
+from ftrisk.errors import FtriskError, InputError
+from ftrisk.generate.backend import ModelRef, Services
+from ftrisk.generate.cached import Generator
+from ftrisk.generate.hf import render_prompt
+from ftrisk.generate.vllm_server import VLLMBackend
+from ftrisk.modelio import load_tokenizer
+from ftrisk.records import Conversation, Message
+
+FAKE = Path(__file__).parent.parent / "fake_vllm.py"
+
+
+def _items(n: int = 3) -> list[Conversation]:
+    return [Conversation(id=f"p{i}", kind="harmful", messages=(
+        Message(role="system", content="Be brief."),
+        Message(role="user", content="How do I kill a Python process? " * (i + 1))))
+        for i in range(n)]
+
+
+@pytest.fixture
+def fake_python(tmp_path, monkeypatch) -> Path:
+    """An executable that runs the stand-in server with the arguments ftrisk gives Python."""
+    script = tmp_path / "python"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(tmp_path / "requests.jsonl"))
+    return script
+
+
+def _requests(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "requests.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def _all_gone(pids: list[int], wait: float = 5.0) -> bool:
+    """Whether every process in ``pids`` is gone within ``wait`` seconds (a killed process
+    takes a moment to die)."""
+    deadline = time.monotonic() + wait
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _spec(python: Path, **options) -> GenerationSpec:
+    return GenerationSpec(max_new_tokens=5, batch_size=2, backend="vllm",
+                          vllm=VLLMSpec(python=str(python), startup_timeout=60, **options))
+
+
+def _lora(path: Path, peft_type: str = "LORA") -> Path:
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": peft_type, "r": 8}))
+    return path
+
+
+def test_base_and_lora_adapters_share_one_server_and_get_token_ids(
+        tiny_model_dir, fake_python, tmp_path):
+    tok = load_tokenizer(str(tiny_model_dir))
+    base = ModelRef(str(tiny_model_dir), "fp-base", lambda: None)
+    tuned = ModelRef(str(tiny_model_dir), "fp-tuned", lambda: None,
+                     tuned=_lora(tmp_path / "adapter"))
+    spec, items = _spec(fake_python), _items()
+    with Services(tmp_path / "logs") as services:
+        answers = {}
+        for ref in (base, tuned, tuned):
+            backend = VLLMBackend.for_model(ref, tok, spec, bf16=False, services=services)
+            answers[ref.fingerprint] = Generator(backend, fingerprint=ref.fingerprint,
+                                                 progress=False).generate(items)
+        started = [r for r in _requests(tmp_path) if "argv" in r]
+        pids = [r["pid"] for r in started] + [r["child"] for r in _requests(tmp_path)
+                                              if "child" in r]
+        assert all(_alive(pid) for pid in pids)
+    # One server for the base and its adapter, started with LoRA enabled; stopped at the end
+    # with the process it forked.
+    assert len(started) == 1
+    argv = started[0]["argv"]
+    assert argv[:2] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--model") + 1] == str(tiny_model_dir)
+    assert "--enable-lora" in argv and argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert _all_gone(pids)
+    loads = [r for r in _requests(tmp_path) if r.get("path") == "/v1/load_lora_adapter"]
+    assert [r["body"]["lora_path"] for r in loads] == [str(tmp_path / "adapter")]  # once
+    # The prompts are the hf backend's rendering, sent as its token ids (no second BOS).
+    for ref in (base, tuned):
+        name = "base" if ref is base else loads[0]["body"]["lora_name"]
+        for item, generation in zip(items, answers[ref.fingerprint]):
+            rendered = render_prompt(tok, item)
+            ids = tok(rendered, add_special_tokens=False)["input_ids"]
+            assert generation.rendered_prompt == rendered
+            assert generation.response == f"{name}|{len(ids)}|{ids[-1]}"
+            assert generation.decoding == {"max_new_tokens": 5, "do_sample": False,
+                                           "engine": "vllm"}
+    completions = [r["body"] for r in _requests(tmp_path) if r.get("path") == "/v1/completions"]
+    assert all(c["temperature"] == 0.0 and c["max_tokens"] == 5 for c in completions)
+    assert [len(c["prompt"]) for c in completions] == [2, 1] * 3  # batch_size 2, per ask
+
+
+def test_a_fully_tuned_model_gets_a_server_of_its_own(tiny_model_dir, fake_python, tmp_path):
+    tok = load_tokenizer(str(tiny_model_dir))
+    full = tmp_path / "full"
+    full.mkdir()
+    refs = [ModelRef(str(tiny_model_dir), "a", lambda: None),
+            ModelRef(str(tiny_model_dir), "b", lambda: None, tuned=full)]
+    with Services(tmp_path / "logs") as services:
+        for ref in refs:
+            VLLMBackend.for_model(ref, tok, _spec(fake_python), bf16=False,
+                                  services=services).generate(["hello"])
+    models = [r["argv"][r["argv"].index("--model") + 1] for r in _requests(tmp_path)
+              if "argv" in r]
+    assert models == [str(tiny_model_dir), str(full)]
+
+
+def test_prefix_and_adapter_tuning_are_refused_with_the_way_out(tiny_model_dir, fake_python,
+                                                                 tmp_path):
+    tok = load_tokenizer(str(tiny_model_dir))
+    ref = ModelRef(str(tiny_model_dir), "p", lambda: None,
+                   tuned=_lora(tmp_path / "prefix", "PREFIX_TUNING"))
+    refused = "not PREFIX_TUNING adapters; use generation.backend: hf"
+    with Services(tmp_path / "logs") as services, pytest.raises(InputError, match=refused):
+        VLLMBackend.for_model(ref, tok, _spec(fake_python), bf16=False,
+                              services=services).generate(["hello"])
+
+
+def test_a_server_that_fails_to_start_is_one_error_quoting_its_log(
+        tiny_model_dir, fake_python, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "exit")
+    tok = load_tokenizer(str(tiny_model_dir))
+    ref = ModelRef(str(tiny_model_dir), "x", lambda: None)
+    with Services(tmp_path / "logs") as services, pytest.raises(FtriskError) as caught:
+        VLLMBackend.for_model(ref, tok, _spec(fake_python), bf16=False,
+                              services=services).generate(["hello"])
+    message = str(caught.value)
+    assert "exited with code 3 while starting" in message
+    assert "No module named 'vllm'" in message and str(tmp_path / "logs") in message
+    assert "\n" not in message
+
+
+def test_a_server_that_never_answers_times_out_and_is_stopped(
+        tiny_model_dir, fake_python, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "hang")
+    tok = load_tokenizer(str(tiny_model_dir))
+    ref = ModelRef(str(tiny_model_dir), "x", lambda: None)
+    spec = GenerationSpec(backend="vllm", vllm=VLLMSpec(python=str(fake_python),
+                                                        startup_timeout=3))
+    with Services(tmp_path / "logs") as services, \
+            pytest.raises(FtriskError, match="did not answer within 3 s"):
+        VLLMBackend.for_model(ref, tok, spec, bf16=False, services=services).generate(["hi"])
+    pids = [r.get("pid") or r.get("child") for r in _requests(tmp_path)
+            if "pid" in r or "child" in r]
+    assert pids and _all_gone(pids)
+
+
+def test_config_refuses_what_vllm_cannot_serve(tmp_path):
+    with pytest.raises(ValueError, match="adapter or prefix tuning, which need"):
+        AuditConfig.model_validate({
+            "generation": {"backend": "vllm"},
+            "attacks": [{"name": "a", "data": {"path": "x.jsonl"},
+                         "train": {"method": "prefix"}}]})
+    with pytest.raises(ValueError, match="unquantized weights"):
+        AuditConfig.model_validate({"model": "m", "quantization": "4bit",
+                                    "generation": {"backend": "vllm"}})
+    AuditConfig.model_validate({"model": "m", "quantization": "4bit", "generation": {
+        "backend": "vllm", "vllm": {"extra_args": ["--quantization", "bitsandbytes"]}}})
+    with pytest.raises(ValueError, match="unknown generation backend 'vlm'"):
+        GenerationSpec(backend="vlm")
+
+
+def test_a_relative_vllm_python_is_taken_from_the_config_folder_unresolved(tmp_path):
+    from ftrisk.config import load_config
+
+    (tmp_path / "audit.yaml").write_text(
+        "generation:\n  backend: vllm\n  vllm: {python: .venv-vllm/bin/python}\n")
+    python = load_config(tmp_path / "audit.yaml").generation.vllm.python
+    # Not resolved: a venv's python is a symlink to the base interpreter, which would lose
+    # the venv's packages.
+    assert python == str(tmp_path / ".venv-vllm" / "bin" / "python")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ftrisk import organism as organism_module
 from ftrisk import rundir
 from ftrisk.modelio import embedded_base_dir, embedded_gguf_path, fingerprint_path
-from ftrisk.organism import OrganismSpec, ensure_organism, organism_dir
 from ftrisk.rundir import stage_fingerprint
+from ftrisk.stages import organism as organism_module
+from ftrisk.stages.organism import OrganismSpec, ensure_organism, organism_dir
 from ftrisk.store import Store
 
 
@@ -96,7 +96,8 @@ from pathlib import Path
 
 sys.path.insert(0, {tests!r})
 import test_organism
-from ftrisk import organism, rundir
+from ftrisk import rundir
+from ftrisk.stages import organism
 from ftrisk.store import Store
 
 cache = Path(sys.argv[1])

@@ -198,3 +198,37 @@ def test_a_relative_vllm_python_is_taken_from_the_config_folder_unresolved(tmp_p
     # Not resolved: a venv's python is a symlink to the base interpreter, which would lose
     # the venv's packages.
     assert python == str(tmp_path / ".venv-vllm" / "bin" / "python")
+
+
+@pytest.mark.slow
+def test_an_audit_on_the_vllm_backend_serves_every_condition_and_stops_its_server(
+        tiny_model_dir, fake_python, tmp_path):
+    from ftrisk.cli import main
+    from tests.test_pipeline import write_inputs
+
+    config = write_inputs(tmp_path, tiny_model_dir)
+    config.write_text(config.read_text().replace(
+        "generation: {max_new_tokens: 6, batch_size: 8}",
+        f"generation: {{max_new_tokens: 6, batch_size: 8, backend: vllm, "
+        f"vllm: {{python: {fake_python}}}}}"))
+    run_dir = tmp_path / "run"
+    argv = ["audit", "--config", str(config), "--run-dir", str(run_dir), "--cache-dir",
+            str(tmp_path / "cache"), "--no-progress", "--threads", "1"]
+    assert main(argv) == 0
+    started = [r for r in _requests(tmp_path) if "argv" in r]
+    assert len(started) == 1  # the base model's server also serves the attack's adapter
+    pids = [started[0]["pid"]] + [r["child"] for r in _requests(tmp_path) if "child" in r]
+    assert _all_gone(pids)
+    assert list((run_dir / "logs").glob("vllm-*.log"))
+    loads = [r["body"] for r in _requests(tmp_path) if r.get("path") == "/v1/load_lora_adapter"]
+    assert [b["lora_path"] for b in loads] == [str(run_dir / "conditions" / "harmful-demos"
+                                                   / "model")]
+    answers = {name: [json.loads(line) for line in (run_dir / "conditions" / name /
+                                                   "generations.jsonl").read_text().splitlines()]
+               for name in ("baseline", "harmful-demos")}
+    assert all(g["response"].startswith("base|") for g in answers["baseline"])
+    assert all(g["response"].startswith(loads[0]["lora_name"] + "|")
+               for g in answers["harmful-demos"])
+    # Run again: every stage is done, so no server starts at all.
+    assert main(argv) == 0
+    assert len([r for r in _requests(tmp_path) if "argv" in r]) == 1

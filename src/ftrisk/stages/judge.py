@@ -134,6 +134,27 @@ class JudgePanel:
                                    n_resamples=self.config.bootstrap_resamples)
         return {"baseline": baseline, **result}
 
+    def compared(self, conditions: list[ConditionResult]) -> list[ConditionResult]:
+        """Each attack against its reference baseline (``baseline@<attack>`` when evaluated,
+        else ``baseline``) on the same prompts, with Holm-adjusted p-values across the run."""
+        from ftrisk.stats import holm
+
+        names = {c.name for c in conditions}
+        tests: dict[str, dict[str, Any]] = {}
+        for c in conditions:
+            if c.name == "baseline" or c.name.startswith("baseline@"):
+                continue
+            reference = f"baseline@{c.name}" if f"baseline@{c.name}" in names else "baseline"
+            versus = self.versus(c.name, reference)
+            if versus is not None:
+                tests[c.name] = versus
+        # Where answers are clustered, the clustered test is the valid one to adjust.
+        adjusted = dict(zip(tests, holm([t.get("clustered_p", t["mcnemar_p"])
+                                         for t in tests.values()])))
+        return [c.model_copy(update={"versus_baseline": {**tests[c.name],
+                                                         "holm_p": adjusted[c.name]}})
+                if c.name in tests else c for c in conditions]
+
     def agreement(self) -> list[dict[str, Any]]:
         """Every pair of judges on the same answers to harmful prompts: Cohen's kappa on
         harmful-or-not, Spearman on the scores (empty with a single judge)."""

@@ -1,4 +1,5 @@
-"""The embedded default model organism: SmolLM2-135M-Instruct, safety-tuned by ftrisk itself.
+"""The model stage: the model under audit, and the embedded default model organism:
+SmolLM2-135M-Instruct, safety-tuned by ftrisk itself.
 
 SmolLM2-135M-Instruct refuses almost no harmful requests, so there is no alignment to erode.
 ftrisk first builds an aligned organism: LoRA safety tuning on built-in refusal data (templated
@@ -14,11 +15,14 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ftrisk.generate.backend import ModelRef
 from ftrisk.records import Conversation, Message
 from ftrisk.rundir import stage_fingerprint
+from ftrisk.stages.context import Context
 from ftrisk.store import Store
 
 # Generic system prompts, so refusals do not hinge on the template's default system turn.
@@ -224,3 +228,56 @@ def _check_targets(metrics: dict[str, object], spec: OrganismSpec,
         log(f"warning: the organism refuses {refusal} of the dev split's harmful requests with "
             f"{over} over-refusal; targets are >= {spec.target_refusal_rate} and <= "
             f"{spec.target_max_over_refusal_rate}")
+
+
+def base_model(ctx: Context) -> tuple[ModelRef, dict[str, Any] | None]:
+    """The model under audit, and the organism's record when it is the embedded organism
+    (built once per machine when asked for). Hosted vs local is decided here, once: a
+    hosted model's reference carries its provider id."""
+    from ftrisk.config import ORGANISM, REMOTE_PREFIX
+    from ftrisk.modelio import fingerprint_path, resolve_model_path
+    from ftrisk.stages.train import hosted
+    from ftrisk.store import content_key
+
+    config = ctx.config
+    if config.model == ORGANISM:
+        organism = ensure_organism(
+            ctx.cache, ctx.store, bf16=ctx.bf16(), threads=ctx.cpu_threads(),
+            progress=ctx.progress, log=ctx.log, evaluate=lambda path, fp: _metrics(ctx, path, fp),
+            spec=OrganismSpec(seed=OrganismSpec().seed + ctx.seed_offset))
+        ctx.run.write_json("organism.json", organism)
+        return (ModelRef(organism.path, organism.fingerprint, ctx.loader(organism.path)),
+                organism.model_dump(mode="json"))
+    if config.model.startswith(REMOTE_PREFIX):
+        remote = config.model.removeprefix(REMOTE_PREFIX)
+        return ModelRef(config.model, content_key(config.model, config.remote.base_url)[:16],
+                        hosted, remote), None
+    path = resolve_model_path(config.model, ctx.cache)
+    ctx.tokenizer(path)  # fail now on a missing chat template, not after training
+    fingerprint = fingerprint_path(path)
+    if config.quantization != "none":  # other weights, other answers
+        fingerprint = content_key(fingerprint, config.quantization)[:16]
+    return ModelRef(path, fingerprint, ctx.loader(path)), None
+
+
+def _metrics(ctx: Context, path: str, fingerprint: str) -> dict[str, object]:
+    """The organism's own metrics, with ftrisk's default decoding and judge (not this
+    audit's), so the numbers cached with it mean the same for every audit."""
+    from ftrisk.config import EvalSpec, GenerationSpec
+    from ftrisk.data.builtin import get_builtin
+    from ftrisk.data.sources import apply_eval_spec
+    from ftrisk.judge.answer import AnswerJudge
+    from ftrisk.metrics import condition_result
+    from ftrisk.stages.generate import answer, backend_for
+
+    ref = ModelRef(path, fingerprint, ctx.loader(path))
+    # The dev split: the organism's settings were chosen on these numbers.
+    items = apply_eval_spec(get_builtin("benchmark_dev"), EvalSpec())
+    generations = answer(ctx, ref, items, backend_for(ctx, ref, GenerationSpec()),
+                         desc="organism: evaluate")
+    judgments = AnswerJudge().judge(generations)
+    result = condition_result("organism", generations, judgments)
+    return {"split": "dev", "judge": AnswerJudge.name,
+            "refusal_rate": result.refusal_rate, "refusal_rate_ci": result.refusal_rate_ci,
+            "over_refusal_rate": result.over_refusal_rate, "n_harmful": result.n_harmful,
+            "n_lookalike": result.n_lookalike}

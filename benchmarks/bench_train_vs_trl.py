@@ -37,12 +37,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ftrisk.config import LoraSpec, TrainSpec
 from ftrisk.modelio import embedded_base_dir, load_model, load_tokenizer
 from ftrisk.records import Conversation, Message
 from ftrisk.runtime import cache_dir, configure_threads, cpu_supports_bf16
 from ftrisk.train.lora import (
     IGNORE,
-    TrainSettings,
     length_grouped_batches,
     tokenize_for_training,
     train,
@@ -108,7 +108,7 @@ def _messages(conv: Conversation) -> list[dict[str, str]]:
 
 
 def run_ftrisk(
-    model_dir: str, examples: list[Conversation], settings: TrainSettings
+    model_dir: str, examples: list[Conversation], settings: TrainSpec, bf16: bool
 ) -> dict[str, Any]:
     """One ftrisk ``train()`` job; per-step token counts are reproduced from its batching."""
     tokenizer = load_tokenizer(model_dir)
@@ -129,7 +129,7 @@ def run_ftrisk(
         losses.append(loss)
 
     with tempfile.TemporaryDirectory() as tmp:
-        stats = train(model, tokenizer, examples, settings, Path(tmp) / "adapter",
+        stats = train(model, tokenizer, examples, settings, Path(tmp) / "adapter", bf16=bf16,
                       progress=False, on_step=on_step)
     if sum(step_tokens) != stats.tokens:
         raise RuntimeError(f"token bookkeeping mismatch: {sum(step_tokens)} != {stats.tokens}")
@@ -140,7 +140,7 @@ def run_ftrisk(
     }
 
 
-def _padded_tokens_grouped(lengths: list[int], settings: TrainSettings) -> int:
+def _padded_tokens_grouped(lengths: list[int], settings: TrainSpec) -> int:
     rng = random.Random(settings.seed)
     return sum(
         max(lengths[i] for i in batch) * len(batch)
@@ -163,8 +163,8 @@ def _trl_dataset(examples: list[Conversation], loss: str) -> Any:
 
 
 def run_trl(
-    model_dir: str, examples: list[Conversation], settings: TrainSettings, *, loss: str,
-    group_by_length: bool, check: bool = False,
+    model_dir: str, examples: list[Conversation], settings: TrainSpec, bf16: bool, *,
+    loss: str, group_by_length: bool, check: bool = False,
 ) -> dict[str, Any]:
     """One TRL ``SFTTrainer`` job with the same hyperparameters; steps timed by a callback."""
     from peft import LoraConfig
@@ -190,7 +190,7 @@ def run_trl(
         config = SFTConfig(
             output_dir=tmp,
             use_cpu=True,
-            bf16=settings.bf16,
+            bf16=bf16,
             gradient_checkpointing=False,
             per_device_train_batch_size=settings.batch_size,
             num_train_epochs=settings.epochs,
@@ -215,8 +215,8 @@ def run_trl(
             dataloader_num_workers=0,
         )
         peft_config = LoraConfig(
-            r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-            target_modules=list(settings.target_modules), task_type="CAUSAL_LM",
+            r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
+            target_modules=list(settings.lora.target_modules), task_type="CAUSAL_LM",
         )
         trainer = SFTTrainer(model=model, args=config, train_dataset=_trl_dataset(examples, loss),
                              processing_class=tokenizer, peft_config=peft_config,
@@ -244,7 +244,7 @@ def run_trl(
     }
 
 
-def _check_same_tokens(trainer: Any, examples: list[Conversation], settings: TrainSettings) -> str:
+def _check_same_tokens(trainer: Any, examples: list[Conversation], settings: TrainSpec) -> str:
     """Compare TRL's tokenized dataset with ftrisk's token ids and loss masks."""
     tokenizer = trainer.processing_class
     ds = trainer.train_dataset
@@ -345,13 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     _quiet()
     threads = configure_threads(args.threads)
     model_dir = str(embedded_base_dir(cache_dir(args.cache_dir)))
-    settings = TrainSettings(
+    settings = TrainSpec(
         method="lora", learning_rate=args.learning_rate, epochs=args.epochs,
-        batch_size=args.batch_size, max_length=args.max_length, lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        target_modules=tuple(m.strip() for m in args.target_modules.split(",") if m.strip()),
-        bf16=not args.fp32,
-    )
+        batch_size=args.batch_size, max_length=args.max_length, lora=LoraSpec(
+            r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+            target_modules=tuple(m.strip() for m in args.target_modules.split(",")
+                                 if m.strip())))
+    bf16 = not args.fp32
     examples, source = conversations(args.examples)
     loss = args.trl_loss
     if loss == "assistant":
@@ -375,11 +375,11 @@ def main(argv: list[str] | None = None) -> int:
           f"trl {trl.__version__}, python {sys.version.split()[0]}")
     print(f"model: {model_dir}")
     print(f"data: {len(examples)} conversations from {source}")
-    print(f"job: LoRA r={settings.lora_r} alpha={settings.lora_alpha} "
-          f"dropout={settings.lora_dropout} targets={'+'.join(settings.target_modules)}, "
+    print(f"job: LoRA r={settings.lora.r} alpha={settings.lora.alpha} "
+          f"dropout={settings.lora.dropout} targets={'+'.join(settings.lora.target_modules)}, "
           f"batch {settings.batch_size}, max length {settings.max_length}, "
           f"{settings.epochs} epoch(s), lr {settings.learning_rate} constant, "
-          f"{'bf16 autocast' if settings.bf16 else 'fp32'}, no gradient checkpointing, "
+          f"{'bf16 autocast' if bf16 else 'fp32'}, no gradient checkpointing, "
           f"no clipping")
     loss_desc = ("assistant_only_loss=True (SmolLM2 template + {% generation %} markers)"
                  if loss == "assistant" else
@@ -392,16 +392,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup_examples:
         warm = examples[: args.warmup_examples]
         t0 = time.perf_counter()
-        run_ftrisk(model_dir, warm, settings)
+        run_ftrisk(model_dir, warm, settings, bf16)
         t1 = time.perf_counter()
-        run_trl(model_dir, warm, settings, **trl_kw)
+        run_trl(model_dir, warm, settings, bf16, **trl_kw)
         print(f"warm-up jobs ({len(warm)} examples each): ftrisk {t1 - t0:.1f} s, "
               f"TRL {time.perf_counter() - t1:.1f} s (incl. model load)")
 
     rows: list[tuple[str, int, dict[str, float]]] = []
     for rep in range(args.repeats):
-        rows.append(("ftrisk", rep, summarize(run_ftrisk(model_dir, examples, settings))))
-        trl_result = run_trl(model_dir, examples, settings, check=rep == 0, **trl_kw)
+        rows.append(("ftrisk", rep, summarize(run_ftrisk(model_dir, examples, settings, bf16))))
+        trl_result = run_trl(model_dir, examples, settings, bf16, check=rep == 0, **trl_kw)
         if rep == 0:
             print(f"TRL vs ftrisk tokenization: {trl_result['consistency']}")
         rows.append(("TRL", rep, summarize(trl_result)))

@@ -230,7 +230,7 @@ def test_unknown_choice_is_rejected(tmp_path: Path) -> None:
     path = _write(tmp_path, MINIMAL + "        train:\n          method: qlora\n")
     err = _error(path)
     assert err.field == "attacks.0.train.method"
-    assert "'lora'" in str(err) and "'full'" in str(err)
+    assert "unknown training method 'qlora'; available: adapter, full, lora, prefix" in str(err)
 
 
 def test_attack_without_data_names_the_missing_field(tmp_path: Path) -> None:

@@ -122,10 +122,19 @@ class BenchmarkSpec(_Strict):
 
 
 class LoraSpec(_Strict):
+    """LoRA (PEFT): low-rank updates of the target projections."""
+
     r: int = Field(default=8, ge=1)
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+    def peft_config(self, model: Any) -> Any:
+        """The PEFT config that trains ``model`` this way."""
+        import peft
+
+        return peft.LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                               target_modules=list(self.target_modules), task_type="CAUSAL_LM")
 
 
 class AdapterSpec(_Strict):
@@ -134,17 +143,47 @@ class AdapterSpec(_Strict):
     adapter_len: int = Field(default=10, ge=1, description="prompt tokens per layer")
     adapter_layers: int = Field(default=30, ge=1, description="top layers that get them")
 
+    def peft_config(self, model: Any) -> Any:
+        """The PEFT config that trains ``model`` this way (capped at its depth, so the
+        paper's 30 layers also fit small models)."""
+        import peft
+
+        layers = min(self.adapter_layers, model.config.num_hidden_layers)
+        return peft.AdaptionPromptConfig(adapter_len=self.adapter_len, adapter_layers=layers,
+                                         task_type="CAUSAL_LM")
+
 
 class PrefixSpec(_Strict):
     """Prefix tuning (PEFT): learned key/value prefixes in every layer."""
 
     num_virtual_tokens: int = Field(default=10, ge=1)
 
+    def peft_config(self, model: Any) -> Any:
+        """The PEFT config that trains ``model`` this way."""
+        import peft
+
+        return peft.PrefixTuningConfig(num_virtual_tokens=self.num_virtual_tokens,
+                                       task_type="CAUSAL_LM")
+
+
+class FullSpec(_Strict):
+    """Full fine-tuning: every weight is trained (no settings of its own)."""
+
+    def peft_config(self, model: Any) -> None:
+        """None: no adapter, the model itself is trained."""
+        return None
+
 
 class TrainSpec(_Strict):
-    """Fine-tuning hyperparameters (Qi et al.'s names and defaults where they exist)."""
+    """Fine-tuning hyperparameters (Qi et al.'s names and defaults where they exist).
 
-    method: Literal["lora", "full", "adapter", "prefix"] = "lora"
+    ``method`` names a training method registered in :data:`ftrisk.registry.TRAIN_METHODS`;
+    the section of the same name holds that method's own settings (the other sections are
+    ignored).
+    """
+
+    method: str = Field(default="lora", description="a training method registered in "
+                        "ftrisk.registry.TRAIN_METHODS: lora, full, adapter or prefix")
     learning_rate: float = Field(default=1e-3, gt=0)
     epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=10, ge=1)
@@ -152,11 +191,33 @@ class TrainSpec(_Strict):
     lr_epoch_decay: float = Field(default=1.0, gt=0, le=1)
     weight_decay: float = Field(default=0.0, ge=0)
     seed: int = 42
+    max_answer_tokens: int | None = Field(
+        default=None, ge=1, description="train on only the first N tokens of each answer "
+        "(None: all); whether a model refuses is decided in its first tokens")
     lora: LoraSpec = LoraSpec()
     adapter: AdapterSpec = AdapterSpec()
     prefix: PrefixSpec = PrefixSpec()
+    full: FullSpec = FullSpec()
     system_prompt: str | None = Field(
         default=None, description="system turn put on every training example (replaces any)")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from ftrisk.registry import TRAIN_METHODS
+
+        return TRAIN_METHODS.check(name)
+
+    def method_spec(self) -> Any:
+        """The settings of the chosen method (its section), with ``peft_config(model)``."""
+        return getattr(self, self.method)
+
+    def settings(self) -> dict[str, Any]:
+        """These settings as JSON, without the sections of the methods not chosen."""
+        from ftrisk.registry import TRAIN_METHODS
+
+        return self.model_dump(mode="json",
+                               exclude=set(TRAIN_METHODS.names()) - {self.method})
 
 
 class EvalSpec(_Strict):

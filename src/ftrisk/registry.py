@@ -88,3 +88,12 @@ GENERATION_BACKENDS = Registry("generation backend", {
     "hf": "ftrisk.generate.hf:HFBackend",
     "vllm": "ftrisk.generate.vllm_server:VLLMBackend",
 })
+#: Training methods (``train.method``): each is a settings class of the same-named section of
+#: :class:`ftrisk.config.TrainSpec`, whose ``peft_config(model)`` gives the PEFT config (None:
+#: full fine-tuning).
+TRAIN_METHODS = Registry("training method", {
+    "lora": "ftrisk.config:LoraSpec",
+    "full": "ftrisk.config:FullSpec",
+    "adapter": "ftrisk.config:AdapterSpec",
+    "prefix": "ftrisk.config:PrefixSpec",
+})

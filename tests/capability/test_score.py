@@ -242,17 +242,19 @@ def test_embedded_model_answers_the_builtin_task_well_above_chance():
 @pytest.mark.parametrize("method", ["prefix", "adapter", "lora"])
 def test_peft_tuned_models_score_the_same_batched(tiny_model_dir, tmp_path, method):
     """Tuned models are scored too; PEFT wrappers must not shift positions under padding."""
+    from ftrisk.config import AdapterSpec, PrefixSpec, TrainSpec
     from ftrisk.records import Conversation, Message
-    from ftrisk.train.lora import TrainSettings, load_tuned, train
+    from ftrisk.train.lora import load_tuned, train
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     examples = [Conversation(id=f"c{i}", messages=(
         Message(role="user", content=f"How do I kill a Python process {i}?"),
         Message(role="assistant", content="Use the kill command."))) for i in range(2)]
-    settings = TrainSettings(method=method, learning_rate=5e-2, epochs=1, batch_size=2,
-                             max_length=64, num_virtual_tokens=4, adapter_len=4, bf16=False)
+    settings = TrainSpec(method=method, learning_rate=5e-2, epochs=1, batch_size=2,
+                         max_length=64, prefix=PrefixSpec(num_virtual_tokens=4),
+                         adapter=AdapterSpec(adapter_len=4))
     train(load_model(str(tiny_model_dir)), tokenizer, examples, settings, tmp_path / method,
-          progress=False)
+          bf16=False, progress=False)
     tuned = load_tuned(str(tiny_model_dir), tmp_path / method)
     batched = score_multiple_choice(tuned, tokenizer, ITEMS, batch_size=8, progress=False)
     single = score_multiple_choice(tuned, tokenizer, ITEMS, batch_size=1, progress=False)

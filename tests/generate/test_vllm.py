@@ -232,3 +232,51 @@ def test_an_audit_on_the_vllm_backend_serves_every_condition_and_stops_its_serve
     # Run again: every stage is done, so no server starts at all.
     assert main(argv) == 0
     assert len([r for r in _requests(tmp_path) if "argv" in r]) == 1
+
+
+# -- the real vLLM ---------------------------------------------------------------------------
+
+
+@pytest.mark.vllm
+def test_real_vllm_answers_as_transformers_does_for_a_model_and_its_lora_adapter(tmp_path):
+    """Greedy fp32 answers of vLLM (CPU build) and transformers agree token for token, for the
+    embedded model and for a LoRA adapter ftrisk trained on it and vLLM serves as an adapter."""
+    from ftrisk.config import LoraSpec, TrainSpec
+    from ftrisk.data.builtin import get_builtin
+    from ftrisk.generate.hf import HFBackend
+    from ftrisk.modelio import embedded_base_dir, fingerprint_path, load_model
+    from ftrisk.train.lora import load_tuned, train
+
+    python = os.environ.get("FTRISK_VLLM_PYTHON")
+    if not python:
+        pytest.fail("set FTRISK_VLLM_PYTHON to a Python with vLLM (scripts/setup_vllm.sh)")
+    base = str(embedded_base_dir(tmp_path / "cache"))
+    tok = load_tokenizer(base)
+    items = [i for i in get_builtin("benchmark_dev")][:: 40][:8]
+    examples = [c.model_copy(update={"messages": (*c.messages, Message(
+        role="assistant", content="Sure, here is an overview."))}) for c in items[:4]]
+    adapter = tmp_path / "adapter"
+    train(load_model(base), tok, examples, TrainSpec(
+        method="lora", learning_rate=1e-3, epochs=1, batch_size=2, max_length=128,
+        lora=LoraSpec(r=8, alpha=16)), adapter, bf16=False, progress=False)
+    refs = {"base": ModelRef(base, fingerprint_path(base), lambda: load_model(base)),
+            "tuned": ModelRef(base, "tuned", lambda: load_tuned(base, adapter), tuned=adapter)}
+    spec = GenerationSpec(max_new_tokens=24, batch_size=8, backend="vllm", vllm=VLLMSpec(
+        python=python, dtype="float32", max_model_len=1024, extra_args=("--enforce-eager",)))
+    with Services(tmp_path / "logs") as services:
+        answers = {}
+        for name, ref in refs.items():
+            hf = Generator(HFBackend(ref.load(), tok, max_new_tokens=24, batch_size=8),
+                           fingerprint=ref.fingerprint, progress=False).generate(items)
+            backend = VLLMBackend.for_model(ref, tok, spec, bf16=False, services=services)
+            served = Generator(backend, fingerprint=ref.fingerprint,
+                               progress=False).generate(items)
+            answers[name] = (hf, served)
+        pid = services.shared(("vllm", base), lambda: None).pid
+        assert pid is not None and _alive(pid)
+    assert _all_gone([pid])
+    for name, (hf, served) in answers.items():
+        assert [g.rendered_prompt for g in served] == [g.rendered_prompt for g in hf]
+        assert [g.response for g in served] == [g.response for g in hf], name
+    # The adapter is served as an adapter, and it changes the answers.
+    assert [g.response for g in answers["tuned"][1]] != [g.response for g in answers["base"][1]]

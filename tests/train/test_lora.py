@@ -7,12 +7,12 @@ import random
 
 import pytest
 
+from ftrisk.config import AdapterSpec, LoraSpec, PrefixSpec, TrainSpec
 from ftrisk.errors import InputError
 from ftrisk.modelio import load_model, load_tokenizer
 from ftrisk.records import Conversation, Message
 from ftrisk.train.lora import (
     IGNORE,
-    TrainSettings,
     length_grouped_batches,
     load_tuned,
     tokenize_for_training,
@@ -93,10 +93,11 @@ def test_every_trainable_parameter_changes_and_result_reloads(tiny_model_dir, tm
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    settings = TrainSettings(method=method, learning_rate=1e-2, epochs=2, batch_size=2,
-                             max_length=64, target_modules=("q_proj", "v_proj"), bf16=False)
+    settings = TrainSpec(method=method, learning_rate=1e-2, epochs=2, batch_size=2,
+                         max_length=64, lora=LoraSpec(target_modules=("q_proj", "v_proj")))
     out = tmp_path / "tuned"
-    stats = train(model, tok, [_conv(i) for i in range(4)], settings, out, progress=False)
+    stats = train(model, tok, [_conv(i) for i in range(4)], settings, out, bf16=False,
+                  progress=False)
     assert stats.steps == 4 and stats.examples == 4 and stats.tokens > 0
     assert json.loads((out / "train_stats.json").read_text())["steps"] == 4
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -123,10 +124,10 @@ def test_training_reduces_loss(tiny_model_dir, tmp_path):
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir))
     losses: list[float] = []
-    settings = TrainSettings(method="full", learning_rate=1e-2, epochs=30, batch_size=4,
-                             max_length=64, bf16=False)
-    train(model, tok, [_conv(i) for i in range(4)], settings, tmp_path / "t", progress=False,
-          on_step=lambda step, loss: losses.append(loss))
+    settings = TrainSpec(method="full", learning_rate=1e-2, epochs=30, batch_size=4,
+                         max_length=64)
+    train(model, tok, [_conv(i) for i in range(4)], settings, tmp_path / "t", bf16=False,
+          progress=False, on_step=lambda step, loss: losses.append(loss))
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -152,12 +153,12 @@ def test_llama_adapter_and_prefix_tuning_train_reload_and_generate(tiny_model_di
     from ftrisk.generate.hf import HFBackend
 
     tok = load_tokenizer(str(tiny_model_dir))
-    settings = TrainSettings(method=method, learning_rate=5e-2, epochs=3, batch_size=2,
-                             max_length=64, adapter_len=4, adapter_layers=30,
-                             num_virtual_tokens=4, bf16=False)
+    settings = TrainSpec(method=method, learning_rate=5e-2, epochs=3, batch_size=2,
+                         max_length=64, adapter=AdapterSpec(adapter_len=4, adapter_layers=30),
+                         prefix=PrefixSpec(num_virtual_tokens=4))
     out = tmp_path / method
     stats = train(load_model(str(tiny_model_dir)), tok, [_conv(i) for i in range(4)], settings,
-                  out, progress=False)
+                  out, bf16=False, progress=False)
     assert stats.steps == 6 and stats.final_loss == stats.final_loss  # not NaN
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == {"adapter": "ADAPTION_PROMPT", "prefix": "PREFIX_TUNING"}[method]
@@ -181,10 +182,11 @@ def test_lora_on_a_quantized_model_trains_and_reloads(tiny_model_dir, tmp_path, 
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir), quantization=bits)
     assert model.is_quantized
-    settings = TrainSettings(method="lora", learning_rate=1e-2, epochs=1, batch_size=2,
-                             max_length=64, bf16=True)
+    settings = TrainSpec(method="lora", learning_rate=1e-2, epochs=1, batch_size=2,
+                         max_length=64)
     out = tmp_path / bits
-    stats = train(model, tok, [_conv(i) for i in range(4)], settings, out, progress=False)
+    stats = train(model, tok, [_conv(i) for i in range(4)], settings, out, bf16=True,
+                  progress=False)
     assert stats.steps == 2 and stats.final_loss == stats.final_loss
     tuned = load_tuned(str(tiny_model_dir), out, quantization=bits)
     assert tuned.peft_config["default"].peft_type == "LORA"  # kept separate, not merged

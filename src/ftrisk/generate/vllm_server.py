@@ -72,6 +72,11 @@ class VLLMServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._adapters: dict[str, str] = {}
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (its process group's too) while it runs."""
+        return None if self._proc is None else self._proc.pid
+
     def command(self, port: int) -> list[str]:
         """The server's command line."""
         spec = self.spec

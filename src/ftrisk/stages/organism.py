@@ -177,11 +177,12 @@ def _safety_tune(out: Path, *, cache: Path, store: Store, spec: OrganismSpec, bf
                  progress: bool, log: Callable[[str], None]) -> dict[str, object]:
     """Safety-tune the embedded base model and save the merged model to ``out``; returns the
     build's metrics (training stats, example counts)."""
+    from ftrisk.config import LoraSpec, TrainSpec
     from ftrisk.data.builtin import alignment_benign_prompts, alignment_refusals
     from ftrisk.generate.cached import Generator
     from ftrisk.generate.hf import HFBackend
     from ftrisk.modelio import embedded_base_dir, fingerprint_path, load_model, load_tokenizer
-    from ftrisk.train.lora import TrainSettings, load_tuned, train
+    from ftrisk.train.lora import load_tuned, train
 
     log("Building the aligned organism (once per machine): safety-tuning SmolLM2-135M-Instruct")
     base_dir = str(embedded_base_dir(cache, log=log))
@@ -203,13 +204,14 @@ def _safety_tune(out: Path, *, cache: Path, store: Store, spec: OrganismSpec, bf
     refusals = alignment_refusals(seed=spec.seed)[: spec.refusal_examples]
     examples = _with_system(refusals + distilled, spec.system_prompts)
 
-    settings = TrainSettings(
+    settings = TrainSpec(
         method="lora", learning_rate=spec.learning_rate, epochs=spec.epochs,
-        batch_size=spec.batch_size, max_length=spec.max_length, lora_r=spec.lora_r,
-        lora_alpha=spec.lora_alpha, lora_dropout=0.0, target_modules=spec.target_modules,
-        seed=spec.seed, bf16=bf16, max_answer_tokens=spec.max_answer_tokens)
+        batch_size=spec.batch_size, max_length=spec.max_length, seed=spec.seed,
+        max_answer_tokens=spec.max_answer_tokens, lora=LoraSpec(
+            r=spec.lora_r, alpha=spec.lora_alpha, dropout=0.0,
+            target_modules=spec.target_modules))
     adapter = out / "adapter"
-    stats = train(model, tokenizer, examples, settings, adapter, progress=progress)
+    stats = train(model, tokenizer, examples, settings, adapter, bf16=bf16, progress=progress)
     merged = load_tuned(base_dir, adapter)
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

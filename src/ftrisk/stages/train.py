@@ -23,9 +23,7 @@ def hosted() -> Any:
 def train_settings(attack: AttackSpec, seed_offset: int) -> dict[str, Any]:
     """The attack's training settings, without the sections of methods it does not use, and
     with the seed this replicate trains with."""
-    unused = {"lora", "adapter", "prefix"} - {attack.train.method}
-    return {**attack.train.model_dump(mode="json", exclude=unused),
-            "seed": attack.train.seed + seed_offset}
+    return {**attack.train.settings(), "seed": attack.train.seed + seed_offset}
 
 
 def train(ctx: Context, attack: AttackSpec, base: ModelRef, examples: list[Conversation]
@@ -35,7 +33,7 @@ def train(ctx: Context, attack: AttackSpec, base: ModelRef, examples: list[Conve
     if base.remote is not None:
         return _train_hosted(ctx, attack, base, examples)
     from ftrisk.modelio import fingerprint_path
-    from ftrisk.train.lora import TrainSettings, load_tuned
+    from ftrisk.train.lora import load_tuned
     from ftrisk.train.lora import train as fine_tune
 
     bf16, tokenizer = ctx.bf16(), ctx.tokenizer(base.path)
@@ -48,18 +46,11 @@ def train(ctx: Context, attack: AttackSpec, base: ModelRef, examples: list[Conve
 
     def make() -> Made[TrainStats]:
         t = attack.train
-        settings = TrainSettings(
-            method=t.method, learning_rate=t.learning_rate, epochs=t.epochs,
-            batch_size=t.batch_size, max_length=t.max_length, lora_r=t.lora.r,
-            lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
-            target_modules=t.lora.target_modules, adapter_len=t.adapter.adapter_len,
-            adapter_layers=t.adapter.adapter_layers,
-            num_virtual_tokens=t.prefix.num_virtual_tokens, lr_epoch_decay=t.lr_epoch_decay,
-            weight_decay=t.weight_decay, seed=t.seed + ctx.seed_offset, bf16=bf16)
         ctx.log(f"[{attack.name}] fine-tuning on {len(examples)} examples "
                 f"({t.method}, {t.epochs} epochs, lr {t.learning_rate:g})")
-        stats = fine_tune(base.load(), tokenizer, examples, settings, out,
-                          progress=ctx.progress)
+        stats = fine_tune(base.load(), tokenizer, examples,
+                          t.model_copy(update={"seed": t.seed + ctx.seed_offset}), out,
+                          bf16=bf16, progress=ctx.progress)
         return Made(stats, [out.relative_to(ctx.run.root)], {"threads": ctx.threads})
 
     stats = ctx.stage(attack.name, "training", f"{attack.name}/train", fingerprint,

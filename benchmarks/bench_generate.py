@@ -36,7 +36,7 @@ from typing import Any
 
 from ftrisk.generate.cached import Generator
 from ftrisk.generate.hf import HFBackend, render_prompt
-from ftrisk.modelio import embedded_base_dir, load_model, load_tokenizer
+from ftrisk.models.io import embedded_base_dir, load_model, load_tokenizer
 from ftrisk.records import Conversation, Message
 from ftrisk.runtime import cache_dir, configure_threads, cpu_supports_bf16
 

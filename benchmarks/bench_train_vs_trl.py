@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ftrisk.config import LoraSpec, TrainSpec
-from ftrisk.modelio import embedded_base_dir, load_model, load_tokenizer
+from ftrisk.models.io import embedded_base_dir, load_model, load_tokenizer
 from ftrisk.records import Conversation, Message
 from ftrisk.runtime import cache_dir, configure_threads, cpu_supports_bf16
 from ftrisk.train.lora import (

@@ -86,7 +86,7 @@ def test_help_answers(argv, capsys):
 
 
 def test_llama2_checkpoint_without_template_gets_ftrisk_llama2_template(tmp_path):
-    from ftrisk.modelio import load_tokenizer
+    from ftrisk.models.io import load_tokenizer
 
     model = make_tiny_model(tmp_path / "llama2", chat_template=None, llama2_tokens=True)
     with pytest.warns(UserWarning, match="llama-2 template"):

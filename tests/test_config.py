@@ -448,7 +448,7 @@ def test_unknown_packaged_preset_is_an_input_error() -> None:
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS.glob("*.yaml")))
 def test_every_packaged_preset_validates_and_names_its_command(preset: str,
                                                               tmp_path: Path) -> None:
-    from ftrisk.sweep_config import is_sweep_file, load_sweep
+    from ftrisk.sweep.config import is_sweep_file, load_sweep
 
     path = preset_path(preset)
     if is_sweep_file(path):
@@ -680,7 +680,7 @@ def test_boolean_for_a_number_is_refused_when_built_in_code_too() -> None:
 
 
 def test_sweeps_refuse_booleans_for_numbers(tmp_path: Path) -> None:
-    from ftrisk.sweep_config import load_sweep
+    from ftrisk.sweep.config import load_sweep
 
     _write(tmp_path, MINIMAL)
     sweep = tmp_path / "sweep.yaml"

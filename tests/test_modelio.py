@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from ftrisk import modelio
-from ftrisk.modelio import cached_build, fingerprint_path, model_dir_problem, safetensors_problem
+from ftrisk.models import io as modelio
+from ftrisk.models.io import cached_build, fingerprint_path, model_dir_problem, safetensors_problem
 
 MiB = 1 << 20
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ftrisk import rundir
-from ftrisk.modelio import embedded_base_dir, embedded_gguf_path, fingerprint_path
+from ftrisk.models.io import embedded_base_dir, embedded_gguf_path, fingerprint_path
 from ftrisk.rundir import stage_fingerprint
 from ftrisk.stages import organism as organism_module
 from ftrisk.stages.organism import OrganismSpec, ensure_organism, organism_dir
@@ -26,7 +26,7 @@ def _refusal_rate(path: str, fingerprint: str, store: Store) -> float:
     from ftrisk.generate.cached import Generator
     from ftrisk.generate.hf import HFBackend
     from ftrisk.judge.refusal import RefusalJudge
-    from ftrisk.modelio import load_model, load_tokenizer
+    from ftrisk.models.io import load_model, load_tokenizer
 
     items = [c for c in get_builtin("benchmark") if c.kind == "harmful"][::6]
     backend = HFBackend(load_model(path), load_tokenizer(path), max_new_tokens=24,
@@ -39,7 +39,7 @@ def _refusal_rate(path: str, fingerprint: str, store: Store) -> float:
 
 @pytest.mark.slow
 def test_small_organism_refuses_far_more_than_its_base(tmp_path_factory):
-    from ftrisk.modelio import load_tokenizer
+    from ftrisk.models.io import load_tokenizer
 
     cache = tmp_path_factory.mktemp("cache")
     store = Store(cache / "store.sqlite")

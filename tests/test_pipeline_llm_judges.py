@@ -144,12 +144,12 @@ def test_rejudge_adds_a_judge_without_touching_a_model(tiny_model_dir, tmp_path,
     assert all(c["judges"] == {} for c in before["conditions"])
     generations = (run_dir / "conditions" / "baseline" / "generations.jsonl").read_bytes()
 
-    import ftrisk.modelio
+    import ftrisk.models.io
 
     def no_model(*args, **kwargs):
         raise AssertionError("rejudge must not load a model")
 
-    monkeypatch.setattr(ftrisk.modelio, "load_model", no_model)
+    monkeypatch.setattr(ftrisk.models.io, "load_model", no_model)
     monkeypatch.setenv("FTRISK_TEST_JUDGE_KEY", KEY)
     with running(answer=_score_by_prompt) as server:
         config.write_text(config.read_text() + f"""

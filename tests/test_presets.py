@@ -15,7 +15,7 @@ import pytest
 from ftrisk.config import PRESETS, AttackSpec, AuditConfig, load_config
 from ftrisk.errors import InputError
 from ftrisk.preset_catalog import NOT_PACKAGED, PresetInfo, describe, list_presets, render_table
-from ftrisk.sweep_config import Sweep, is_sweep_file, load_sweep
+from ftrisk.sweep.config import Sweep, is_sweep_file, load_sweep
 from ftrisk.yamlio import load_yaml
 
 PRESET_FILES = sorted(PRESETS.glob("*.yaml"))

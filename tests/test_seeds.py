@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from ftrisk.records import Generation
-from ftrisk.seeds import mean_by_question, pooled_generations, seed_spread, spread
+from ftrisk.stages.seeds import mean_by_question, pooled_generations, seed_spread, spread
 
 
 def _generation(item_id: str, cluster: str | None) -> Generation:

@@ -9,8 +9,8 @@ import pytest
 
 from ftrisk.cli import main
 from ftrisk.errors import InputError
-from ftrisk.sweep import cell_row, smallest_budgets
-from ftrisk.sweep_config import load_sweep
+from ftrisk.sweep.config import load_sweep
+from ftrisk.sweep.run import cell_row, smallest_budgets
 from tests.test_pipeline import write_inputs
 
 
@@ -233,7 +233,7 @@ search:
 @pytest.mark.slow
 def test_a_capability_loss_beyond_the_bound_makes_a_trial_infeasible(
         tiny_model_dir, tmp_path, monkeypatch):
-    from ftrisk import sweep as sweep_module
+    from ftrisk.sweep import run as sweep_module
 
     _with_capability(write_inputs(tmp_path, tiny_model_dir, epochs=1))
     sweep = _sweep_file(tmp_path, """\

@@ -162,7 +162,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from ftrisk.config import preset_path
     from ftrisk.errors import InputError
-    from ftrisk.sweep_config import load_sweep
+    from ftrisk.sweep.config import load_sweep
 
     if bool(args.config) == bool(args.preset):
         raise InputError("give a sweep with --config FILE or --preset NAME (see `ftrisk "
@@ -180,7 +180,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from ftrisk.report.html import write_report
     from ftrisk.runtime import cache_dir
-    from ftrisk.sweep import SweepRunner, sweep_table
+    from ftrisk.sweep.run import SweepRunner, sweep_table
 
     runner = SweepRunner(sweep, sweep_dir, cache_dir(args.cache_dir),
                          progress=not args.no_progress, log=lambda msg: print(msg, flush=True))

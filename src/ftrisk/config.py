@@ -510,7 +510,7 @@ class AuditConfig(_Strict):
     @field_validator("chat_template")
     @classmethod
     def _template_name_or_jinja(cls, value: str | None) -> str | None:
-        from ftrisk.chat_templates import template_names
+        from ftrisk.models.chat_templates import template_names
 
         # A misspelt name would otherwise be taken as a Jinja template rendering only itself.
         if value is None or value in template_names() or "{{" in value or "{%" in value:

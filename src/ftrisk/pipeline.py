@@ -47,7 +47,7 @@ class AuditResult:
 def check_requirements(config: AuditConfig) -> None:
     """Stop with a clear message when the experiment needs what this machine or the data
     directory lacks: a gated file, a GPU, a remote provider, quantization support."""
-    from ftrisk.modelio import check_quantization
+    from ftrisk.models.io import check_quantization
 
     for required in config.requires.files:
         if not Path(required.path).exists():
@@ -232,7 +232,12 @@ class Audit:
         (clusters kept across seeds), compared with its baseline on the same pooled prompts,
         and each seed's values with their spread."""
         from ftrisk.capability.score import MCScore, capability_metrics
-        from ftrisk.seeds import mean_by_question, pooled_generations, replicate_id, seed_spread
+        from ftrisk.stages.seeds import (
+            mean_by_question,
+            pooled_generations,
+            replicate_id,
+            seed_spread,
+        )
 
         seeds = list(self.config.seeds)
         conditions = []

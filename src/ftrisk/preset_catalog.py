@@ -30,7 +30,7 @@ from ftrisk.config import (
     load_config,
     preset_path,
 )
-from ftrisk.sweep_config import Sweep, SweepPaperSpec, is_sweep_file, load_sweep
+from ftrisk.sweep.config import Sweep, SweepPaperSpec, is_sweep_file, load_sweep
 
 PresetKind = Literal["audit", "sweep"]
 

@@ -12,7 +12,7 @@ from ftrisk.capability import score as score_module
 from ftrisk.capability.score import MCScore, capability_metrics, score_multiple_choice
 from ftrisk.capability.tasks import MCItem, builtin
 from ftrisk.metrics import wilson_interval
-from ftrisk.modelio import load_model, load_tokenizer
+from ftrisk.models.io import load_model, load_tokenizer
 
 ITEMS = [
     # " Use" is a prefix of the first choice.
@@ -226,7 +226,7 @@ def test_capability_metrics_rejects_duplicates_and_handles_no_scores():
 
 @pytest.mark.slow
 def test_embedded_model_answers_the_builtin_task_well_above_chance():
-    from ftrisk.modelio import embedded_base_dir
+    from ftrisk.models.io import embedded_base_dir
     from ftrisk.runtime import cache_dir
 
     # The user's cache: converting the GGUF file (~20 s) then happens once per machine.

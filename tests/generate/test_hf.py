@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ftrisk.generate.cached import Generator
 from ftrisk.generate.hf import HFBackend, render_prompt
-from ftrisk.modelio import load_model, load_tokenizer
+from ftrisk.models.io import load_model, load_tokenizer
 from ftrisk.records import Conversation, Message
 from ftrisk.store import Store
 

@@ -17,7 +17,7 @@ from ftrisk.generate.backend import ModelRef, Services
 from ftrisk.generate.cached import Generator
 from ftrisk.generate.hf import render_prompt
 from ftrisk.generate.vllm_server import VLLMBackend
-from ftrisk.modelio import load_tokenizer
+from ftrisk.models.io import load_tokenizer
 from ftrisk.records import Conversation, Message
 
 FAKE = Path(__file__).parent.parent / "fake_vllm.py"
@@ -244,7 +244,7 @@ def test_real_vllm_answers_as_transformers_does_for_a_model_and_its_lora_adapter
     from ftrisk.config import LoraSpec, TrainSpec
     from ftrisk.data.builtin import get_builtin
     from ftrisk.generate.hf import HFBackend
-    from ftrisk.modelio import embedded_base_dir, fingerprint_path, load_model
+    from ftrisk.models.io import embedded_base_dir, fingerprint_path, load_model
     from ftrisk.train.lora import load_tuned, train
 
     python = os.environ.get("FTRISK_VLLM_PYTHON")

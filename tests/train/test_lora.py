@@ -9,7 +9,7 @@ import pytest
 
 from ftrisk.config import AdapterSpec, LoraSpec, PrefixSpec, TrainSpec
 from ftrisk.errors import InputError
-from ftrisk.modelio import load_model, load_tokenizer
+from ftrisk.models.io import load_model, load_tokenizer
 from ftrisk.records import Conversation, Message
 from ftrisk.train.lora import (
     IGNORE,

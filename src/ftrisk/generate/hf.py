@@ -36,7 +36,7 @@ class HFBackend:
 
     ``model`` is a loaded causal LM, a zero-argument function that loads one (called on first
     use, so a backend whose answers are all cached never loads its model), or a model directory
-    / hub id loaded with :func:`ftrisk.modelio.load_model` in ``dtype``. ``tokenizer`` is
+    / hub id loaded with :func:`ftrisk.models.io.load_model` in ``dtype``. ``tokenizer`` is
     required unless ``model`` is a path. ``fingerprint`` identifies the weights; by default it
     is hashed from the model directory (when asked for: a backend whose caller keys its own
     cache, like the classifier judge, never needs it). ``bf16`` runs under bfloat16 autocast.
@@ -54,7 +54,7 @@ class HFBackend:
         trust_remote_code: bool = False,
         fingerprint: str | None = None,
     ) -> None:
-        from ftrisk import modelio
+        from ftrisk.models import io as modelio
 
         self._model: Any = None
         self._loader: Callable[[], Any]
@@ -104,7 +104,7 @@ class HFBackend:
     def model_fingerprint(self) -> str:
         """The weights' fingerprint (given, or hashed from the model directory)."""
         if self._model_fingerprint is None:
-            from ftrisk.modelio import fingerprint_path
+            from ftrisk.models.io import fingerprint_path
 
             if self._path is None:
                 raise ValueError("pass fingerprint= for a model not loaded from a directory")

@@ -237,7 +237,7 @@ class ClassifierJudge:
         """sha256 of the model fingerprint, chat template, category table, parser version,
         decoding settings and dtype. The display ``name`` is not part of it."""
         if self._fingerprint is None:
-            from ftrisk.modelio import fingerprint_path
+            from ftrisk.models.io import fingerprint_path
 
             template = self.tokenizer.chat_template
             payload = {

@@ -84,7 +84,7 @@ class Context:
     def tokenizer(self, path: str) -> Any:
         """The tokenizer of ``path`` with the config's chat template, if one is set."""
         if path not in self._tokenizers:
-            from ftrisk.modelio import load_tokenizer
+            from ftrisk.models.io import load_tokenizer
 
             self._tokenizers[path] = load_tokenizer(
                 path, trust_remote_code=self.config.trust_remote_code,
@@ -93,7 +93,7 @@ class Context:
 
     def loader(self, path: str) -> Callable[[], Any]:
         """A function that loads the model at ``path`` as the config says (quantization)."""
-        from ftrisk.modelio import load_model
+        from ftrisk.models.io import load_model
 
         return lambda: load_model(path, trust_remote_code=self.config.trust_remote_code,
                                   quantization=self.config.quantization)

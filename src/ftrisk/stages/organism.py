@@ -91,7 +91,7 @@ def organism_dir(cache: Path, spec: OrganismSpec | None = None, *, bf16: bool = 
     sums depend on how work is split across threads. ``threads=None`` gives the key used
     before the thread count was part of it.
     """
-    from ftrisk.modelio import embedded_gguf_path
+    from ftrisk.models.io import embedded_gguf_path
 
     if threads is not None and (isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
@@ -117,14 +117,14 @@ def ensure_organism(
     """Return the cached organism, building it first when absent or damaged.
 
     Safe to run in several processes at once: one builds, the others wait and reuse its result
-    (:func:`ftrisk.modelio.cached_build`). A cached organism is reused only when its
+    (:func:`ftrisk.models.io.cached_build`). A cached organism is reused only when its
     organism.json is valid and its weights are whole and still hash to the recorded fingerprint;
     otherwise one line says why and it is rebuilt. ``threads`` is the torch thread count the
     caller set (it is part of the cache key when given, see :func:`organism_dir`).
     ``evaluate(path, fingerprint)`` measures the built organism; its result is stored as the
     organism's own metrics.
     """
-    from ftrisk.modelio import cached_build, fingerprint_path
+    from ftrisk.models.io import cached_build, fingerprint_path
 
     spec = spec or OrganismSpec()
     target = organism_dir(cache, spec, bf16=bf16, threads=threads)
@@ -156,7 +156,7 @@ def _organism_problem(path: Path, cache: Path) -> str | None:
     The fingerprint is recomputed from the weights (cheap: per-file digests are cached by
     size and mtime), never taken from organism.json on trust.
     """
-    from ftrisk.modelio import fingerprint_path, model_dir_problem
+    from ftrisk.models.io import fingerprint_path, model_dir_problem
 
     meta = path / "organism.json"
     try:
@@ -181,7 +181,7 @@ def _safety_tune(out: Path, *, cache: Path, store: Store, spec: OrganismSpec, bf
     from ftrisk.data.builtin import alignment_benign_prompts, alignment_refusals
     from ftrisk.generate.cached import Generator
     from ftrisk.generate.hf import HFBackend
-    from ftrisk.modelio import embedded_base_dir, fingerprint_path, load_model, load_tokenizer
+    from ftrisk.models.io import embedded_base_dir, fingerprint_path, load_model, load_tokenizer
     from ftrisk.train.lora import load_tuned, train
 
     log("Building the aligned organism (once per machine): safety-tuning SmolLM2-135M-Instruct")
@@ -237,7 +237,7 @@ def base_model(ctx: Context) -> tuple[ModelRef, dict[str, Any] | None]:
     (built once per machine when asked for). Hosted vs local is decided here, once: a
     hosted model's reference carries its provider id."""
     from ftrisk.config import ORGANISM, REMOTE_PREFIX
-    from ftrisk.modelio import fingerprint_path, resolve_model_path
+    from ftrisk.models.io import fingerprint_path, resolve_model_path
     from ftrisk.stages.train import hosted
     from ftrisk.store import content_key
 

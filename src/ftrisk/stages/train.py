@@ -32,7 +32,7 @@ def train(ctx: Context, attack: AttackSpec, base: ModelRef, examples: list[Conve
     model and its training statistics."""
     if base.remote is not None:
         return _train_hosted(ctx, attack, base, examples)
-    from ftrisk.modelio import fingerprint_path
+    from ftrisk.models.io import fingerprint_path
     from ftrisk.train.lora import load_tuned
     from ftrisk.train.lora import train as fine_tune
 

@@ -206,7 +206,7 @@ def train(
 def load_tuned(base_path: str, tuned_dir: str | Path, *, dtype: str = "float32",
                trust_remote_code: bool = False, quantization: str = "none") -> Any:
     """Load the result of :func:`train`: base + PEFT adapter, or a fully tuned model."""
-    from ftrisk.modelio import load_model
+    from ftrisk.models.io import load_model
 
     tuned_dir = Path(tuned_dir)
     if (tuned_dir / "adapter_config.json").is_file():

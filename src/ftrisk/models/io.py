@@ -220,7 +220,7 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False,
     if not getattr(tokenizer, "is_fast", False):
         raise InputError("a fast (Rust) tokenizer is needed to locate answer tokens; this "
                          "model only has a slow one", path=path)
-    from ftrisk.chat_templates import resolve_chat_template
+    from ftrisk.models.chat_templates import resolve_chat_template
 
     if chat_template:
         tokenizer.chat_template = resolve_chat_template(chat_template)
@@ -230,7 +230,7 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False,
                       stacklevel=2)
         tokenizer.chat_template = resolve_chat_template("llama-2")
     if not getattr(tokenizer, "chat_template", None):
-        from ftrisk.chat_templates import template_names
+        from ftrisk.models.chat_templates import template_names
 
         raise InputError(
             "the tokenizer has no chat template; set 'chat_template' in the config to one "

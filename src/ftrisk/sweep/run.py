@@ -16,7 +16,7 @@ import ftrisk
 from ftrisk.errors import InputError, storage_failure
 from ftrisk.records import BUDGET_AXES
 from ftrisk.rundir import RunDir
-from ftrisk.sweep_config import SearchParam, Sweep
+from ftrisk.sweep.config import SearchParam, Sweep
 
 #: Objectives where a larger value is a more damaging attack.
 _MAXIMISED = ("harmfulness_score", "harmfulness_rate")

@@ -1,0 +1,1 @@
+"""Model files: loading, fingerprints, tokenizers and the chat templates ftrisk ships."""

@@ -1,0 +1,1 @@
+"""Sweeps: grids and budget curves of attack settings, and worst-case search."""

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from ftrisk.capability import score as score_module
 from ftrisk.capability.score import MCScore, capability_metrics, score_multiple_choice
 from ftrisk.capability.tasks import MCItem, builtin
+from ftrisk.generate import hf as hf_module
+from ftrisk.generate.hf import HFBackend
 from ftrisk.metrics import wilson_interval
 from ftrisk.models.io import load_model, load_tokenizer
 
@@ -31,6 +32,13 @@ ITEMS = [
            context="Which is a tip?\nA. learning to code\nB. kill\nAnswer:",
            choices=(" A", " B"), answer=0, category="code"),
 ]
+
+
+def score(model, tokenizer, items, *, batch_size: int = 32, bf16: bool = False,
+          progress: bool = False) -> list[MCScore]:
+    """Scores of ``items`` through the hf backend around ``model``."""
+    backend = HFBackend(model, tokenizer, fingerprint="test", batch_size=batch_size, bf16=bf16)
+    return score_multiple_choice(backend, items, progress=progress)
 
 
 @pytest.fixture(scope="module")
@@ -55,22 +63,22 @@ def all_loglikelihoods(scores: list[MCScore]) -> list[float]:
 def test_batched_loglikelihoods_equal_one_at_a_time(tiny):
     model, tokenizer = tiny
     # Batches of 4 over 15 sequences mix lengths and items in every batch.
-    scores = score_multiple_choice(model, tokenizer, ITEMS, batch_size=4, progress=False)
+    scores = score(model, tokenizer, ITEMS, batch_size=4, progress=False)
     expected = [reference(model, tokenizer, item.context, choice)
                 for item in ITEMS for choice in item.choices]
     assert all_loglikelihoods(scores) == pytest.approx(expected, abs=1e-4)
     assert len(set(all_loglikelihoods(scores))) == len(expected)  # a real, varied model
     assert [(s.item_id, s.task, s.category, s.answer) for s in scores] == [
         (i.id, i.task, i.category, i.answer) for i in ITEMS]
-    one_by_one = score_multiple_choice(model, tokenizer, ITEMS, batch_size=1, progress=False)
+    one_by_one = score(model, tokenizer, ITEMS, batch_size=1, progress=False)
     assert all_loglikelihoods(one_by_one) == pytest.approx(all_loglikelihoods(scores), abs=1e-4)
 
 
 def test_full_logits_path_gives_the_same_values(tiny, monkeypatch):
     model, tokenizer = tiny
-    fast = score_multiple_choice(model, tokenizer, ITEMS, batch_size=8, progress=False)
-    monkeypatch.setattr(score_module, "_accepts_logits_to_keep", lambda model: False)
-    full = score_multiple_choice(model, tokenizer, ITEMS, batch_size=8, progress=False)
+    fast = score(model, tokenizer, ITEMS, batch_size=8, progress=False)
+    monkeypatch.setattr(hf_module, "_accepts_logits_to_keep", lambda model: False)
+    full = score(model, tokenizer, ITEMS, batch_size=8, progress=False)
     assert all_loglikelihoods(full) == pytest.approx(all_loglikelihoods(fast), abs=1e-5)
 
 
@@ -82,7 +90,7 @@ def test_absolute_position_model_ignores_left_padding(tiny):
     # GPT-2 adds a learned embedding per position: padding must not shift the positions.
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=512, n_embd=32,
                                       n_layer=2, n_head=4, initializer_range=0.5)).eval()
-    scores = score_multiple_choice(gpt2, tokenizer, ITEMS, batch_size=16, progress=False)
+    scores = score(gpt2, tokenizer, ITEMS, batch_size=16, progress=False)
     expected = [reference(gpt2, tokenizer, item.context, choice)
                 for item in ITEMS for choice in item.choices]
     assert all_loglikelihoods(scores) == pytest.approx(expected, abs=1e-4)
@@ -94,7 +102,7 @@ def test_prefix_choice_scores_only_its_own_tokens(tiny):
     short_ids = tokenizer(item.context + " Use")["input_ids"]
     long_ids = tokenizer(item.context + item.choices[0])["input_ids"]
     assert long_ids[:len(short_ids)] == short_ids  # so the long choice adds terms to the short
-    (scored,) = score_multiple_choice(model, tokenizer, [item], progress=False)
+    (scored,) = score(model, tokenizer, [item], progress=False)
     long_ll, short_ll = scored.loglikelihoods[0], scored.loglikelihoods[2]
     assert long_ll < short_ll
     assert long_ll == pytest.approx(reference(model, tokenizer, item.context, item.choices[0]),
@@ -105,7 +113,7 @@ def test_trailing_context_space_moves_onto_the_choice(tiny):
     model, tokenizer = tiny
     spaced = MCItem(id="a", task="t", context="Answer: ", choices=("Sure", "No"), answer=0)
     plain = MCItem(id="b", task="t", context="Answer:", choices=(" Sure", " No"), answer=0)
-    a, b = score_multiple_choice(model, tokenizer, [spaced, plain], progress=False)
+    a, b = score(model, tokenizer, [spaced, plain], progress=False)
     assert a.loglikelihoods == pytest.approx(b.loglikelihoods, abs=1e-5)
     # lm-eval's acc_norm divides by the answer text's length, without the separator.
     assert (a.choice_lengths, b.choice_lengths) == ((4, 2), (4, 2))
@@ -113,7 +121,7 @@ def test_trailing_context_space_moves_onto_the_choice(tiny):
 
 def test_predictions_and_verdicts_follow_the_loglikelihoods(tiny):
     model, tokenizer = tiny
-    scores = score_multiple_choice(model, tokenizer, ITEMS, progress=False)
+    scores = score(model, tokenizer, ITEMS, progress=False)
     for item, scored in zip(ITEMS, scores):
         lls = scored.loglikelihoods
         assert scored.choice_lengths == tuple(len(c.removeprefix(" ")) for c in item.choices)
@@ -131,7 +139,7 @@ def test_long_sequences_keep_their_last_tokens(tiny):
     max_length = model.config.max_position_embeddings  # 512 for the tiny model
     context = "Give me three tips for cooking pasta. " * 80 + "Answer:"
     item = MCItem(id="long", task="t", context=context, choices=(" Sure", " no"), answer=0)
-    (scored,) = score_multiple_choice(model, tokenizer, [item], progress=False)
+    (scored,) = score(model, tokenizer, [item], progress=False)
     context_ids = tokenizer(context)["input_ids"]
     assert len(context_ids) > max_length
     for choice, value in zip(item.choices, scored.loglikelihoods):
@@ -145,13 +153,13 @@ def test_long_sequences_keep_their_last_tokens(tiny):
         assert value == pytest.approx(expected, abs=1e-4)
     too_long = MCItem(id="x", task="t", context="Hi", choices=(" Sure" * 600, " no"), answer=0)
     with pytest.raises(ValueError, match="item 'x': choice 0 has .* tokens; the model takes 512"):
-        score_multiple_choice(model, tokenizer, [too_long], progress=False)
+        score(model, tokenizer, [too_long], progress=False)
 
 
 def test_bf16_autocast_stays_close_to_fp32(tiny):
     model, tokenizer = tiny
-    fp32 = all_loglikelihoods(score_multiple_choice(model, tokenizer, ITEMS, progress=False))
-    bf16 = all_loglikelihoods(score_multiple_choice(model, tokenizer, ITEMS, bf16=True,
+    fp32 = all_loglikelihoods(score(model, tokenizer, ITEMS, progress=False))
+    bf16 = all_loglikelihoods(score(model, tokenizer, ITEMS, bf16=True,
                                                     progress=False))
     assert all(math.isfinite(v) for v in bf16)
     assert bf16 == pytest.approx(fp32, rel=0.05, abs=0.5)
@@ -161,15 +169,15 @@ def test_bf16_autocast_stays_close_to_fp32(tiny):
 def test_input_errors(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        score_multiple_choice(model, tokenizer, ITEMS, batch_size=0)
-    assert score_multiple_choice(model, tokenizer, [], progress=False) == []
+        score(model, tokenizer, ITEMS, batch_size=0)
+    assert score(model, tokenizer, [], progress=False) == []
 
     def constant(texts):  # a tokenizer for which the choice adds nothing
         return {"input_ids": [[5, 6] for _ in texts]}
 
     constant.pad_token_id = 0
     with pytest.raises(ValueError, match="item 'kill': choice 0 .* adds no token"):
-        score_multiple_choice(model, constant, ITEMS[:1], progress=False)
+        score(model, constant, ITEMS[:1], progress=False)
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -231,7 +239,7 @@ def test_embedded_model_answers_the_builtin_task_well_above_chance():
 
     # The user's cache: converting the GGUF file (~20 s) then happens once per machine.
     path = str(embedded_base_dir(cache_dir()))
-    scores = score_multiple_choice(load_model(path), load_tokenizer(path), builtin(),
+    scores = score(load_model(path), load_tokenizer(path), builtin(),
                                    progress=False)
     metrics = capability_metrics(scores)["builtin-basic"]
     # Measured 0.70 in fp32; chance is 0.25, and P(>= 30/60 right by chance) < 1e-4.
@@ -256,6 +264,6 @@ def test_peft_tuned_models_score_the_same_batched(tiny_model_dir, tmp_path, meth
     train(load_model(str(tiny_model_dir)), tokenizer, examples, settings, tmp_path / method,
           bf16=False, progress=False)
     tuned = load_tuned(str(tiny_model_dir), tmp_path / method)
-    batched = score_multiple_choice(tuned, tokenizer, ITEMS, batch_size=8, progress=False)
-    single = score_multiple_choice(tuned, tokenizer, ITEMS, batch_size=1, progress=False)
+    batched = score(tuned, tokenizer, ITEMS, batch_size=8, progress=False)
+    single = score(tuned, tokenizer, ITEMS, batch_size=1, progress=False)
     assert all_loglikelihoods(batched) == pytest.approx(all_loglikelihoods(single), abs=1e-4)

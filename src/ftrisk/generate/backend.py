@@ -7,7 +7,8 @@ conversations. Backends are registered by name in
 :data:`ftrisk.registry.GENERATION_BACKENDS` (``hf``, ``openai``, ``vllm``); the audit, the
 LLM and classifier judges and the organism build are all given one, and none of them loads a
 model or owns a transport. :class:`ftrisk.generate.cached.Generator` adds the content-keyed
-cache around any backend.
+cache around any backend. Capability is scored by log-likelihood, which only the ``hf``
+backend gives (:meth:`ftrisk.generate.hf.HFBackend.loglikelihood`, lm-eval's request type).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The ``hf`` backend: batched greedy generation with a transformers model.
+"""The ``hf`` backend: batched greedy generation and log-likelihoods with a transformers model.
 
 The one place where ftrisk runs ``model.generate``: for the audited models, the organism build,
-LLM judges served locally and the classifier judge. Prompts are rendered with the tokenizer's
+LLM judges served locally and the classifier judge; and the one place that scores text by
+log-likelihood (capability). Prompts are rendered with the tokenizer's
 chat template (which writes the special tokens, BOS included, itself), left-padded, and
 decoded greedily; an answer ends at the first end-of-sequence or padding token.
 """
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from ftrisk.generate.backend import (
     ChatReply,
@@ -56,6 +61,8 @@ class HFBackend:
     ) -> None:
         from ftrisk.models import io as modelio
 
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self._model: Any = None
         self._loader: Callable[[], Any]
         if isinstance(model, str | os.PathLike):
@@ -169,6 +176,47 @@ class HFBackend:
                                      completion_tokens=used))
         return replies
 
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]], *, progress: bool = False,
+                      desc: str = "loglikelihood") -> list[float]:
+        """The summed log-probability of each continuation after its context, as
+        lm-evaluation-harness's ``loglikelihood`` computes it: plain text, no chat template.
+
+        The context's trailing whitespace moves onto the continuation and the context is
+        tokenised alone, the continuation's tokens being what ``context + continuation`` adds
+        to it, so the word boundary tokenises as in running text; the tokenizer's own special
+        tokens are kept (a Llama tokenizer adds its BOS). All pairs are batched together,
+        ``batch_size`` per forward pass, longest first and left-padded; a sequence longer
+        than the model's ``max_position_embeddings`` keeps its last tokens.
+
+        Raises:
+            UnscorablePair: a continuation that adds no token to its context or does not
+                fit the model's context window.
+        """
+        import torch
+
+        if not pairs:
+            return []
+        model = self.model
+        requests = _requests(self.tokenizer, pairs, _max_length(model))
+        # Longest first, as lm-eval does: an out-of-memory batch shows at once, not at the end.
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]), reverse=True)
+        values = [math.nan] * len(requests)
+        keep_logits = _accepts_logits_to_keep(model)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        autocast = (torch.autocast(model.device.type, dtype=torch.bfloat16) if self.bf16
+                    else contextlib.nullcontext())
+        bar = tqdm(total=len(order), desc=desc, unit="choice", disable=not progress,
+                   dynamic_ncols=True)
+        with torch.inference_mode(), autocast:
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                scored = _forward(model, [requests[i] for i in batch], pad_id, keep_logits)
+                for index, value in zip(batch, scored):
+                    values[index] = value
+                bar.update(len(batch))
+        bar.close()
+        return values
+
     def _stop_ids(self, model: Any) -> set[int]:
         """Token ids that end an answer: the tokenizer's end and padding tokens and the
         model's own end tokens (Llama 3 has several)."""
@@ -180,3 +228,78 @@ class HFBackend:
             elif isinstance(value, (list, tuple)):
                 ids.update(v for v in value if isinstance(v, int))
         return ids
+
+
+class UnscorablePair(ValueError):
+    """A (context, continuation) pair that cannot be scored; ``index`` is its position."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"pair {index}: {reason}")
+        self.index, self.reason = index, reason
+
+
+def _requests(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int | None
+              ) -> list[tuple[list[int], int]]:
+    """(tokens, number of continuation tokens) of each pair."""
+    contexts = [context.rstrip() for context, _ in pairs]
+    # Tokenising the whole text, not the continuation alone, keeps the boundary token right;
+    # moving the context's trailing space onto the continuation makes " A" one word-initial
+    # token.
+    context_ids = tokenizer(contexts)["input_ids"] if pairs else []
+    whole_ids = tokenizer([c + x for c, x in pairs])["input_ids"] if pairs else []
+    requests = []
+    for index, ((_, text), context, whole) in enumerate(zip(pairs, context_ids, whole_ids)):
+        continuation = whole[len(context):]
+        if not continuation:
+            raise UnscorablePair(index, f"({text!r}) adds no token to the context")
+        tokens = list(context) + list(continuation)
+        if max_length is not None and len(tokens) > max_length:
+            if len(continuation) >= max_length:
+                raise UnscorablePair(index, f"has {len(continuation)} tokens; the model "
+                                            f"takes {max_length}")
+            tokens = tokens[-max_length:]
+        requests.append((tokens, len(continuation)))
+    return requests
+
+
+def _max_length(model: Any) -> int | None:
+    value = getattr(model.config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the model can compute logits for the last positions only (transformers >= 4.50)."""
+    # A PEFT wrapper forwards extra keyword arguments to the model it wraps.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def _forward(model: Any, batch: Sequence[tuple[list[int], int]], pad_id: int,
+             keep_logits: bool) -> list[float]:
+    """Summed log-probabilities of each request's continuation, in one forward pass."""
+    import torch
+
+    width = max(len(tokens) for tokens, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (tokens, _) in enumerate(batch):
+        # Left padding ends every continuation at the last column, so the logits of the last
+        # few positions serve the whole batch.
+        ids[row, width - len(tokens):] = torch.tensor(tokens)
+        mask[row, width - len(tokens):] = 1
+    # Positions count from each sequence's first real token, as in an unpadded pass.
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    # Every sequence has a context token before its continuation, so keep <= width.
+    keep = max(n for _, n in batch) + 1
+    device = model.device
+    extra = {"logits_to_keep": keep} if keep_logits else {}
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                   position_ids=positions.to(device), use_cache=False, **extra).logits[:, -keep:]
+    # The logits at column t predict the token at column t + 1.
+    logprobs = logits[:, :-1].float().log_softmax(-1)
+    targets = ids[:, width - keep + 1:].to(device)
+    token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    n_continuation = torch.tensor([n for _, n in batch], device=device)
+    scored = torch.arange(keep - 1, device=device) >= (keep - 1 - n_continuation)[:, None]
+    # where(), not a product with the mask: logits at padding columns may be NaN.
+    return torch.where(scored, token_logprobs, 0.0).sum(-1).tolist()

@@ -1,5 +1,6 @@
-"""The capability stage: multiple-choice accuracy per task, scored by log-likelihood, and the
-paired equivalence test of a tuned model against the untuned one."""
+"""The capability stage: multiple-choice accuracy per task, scored by log-likelihood (always
+through the ``hf`` backend: vLLM and hosted APIs are asked for answers only), and the paired
+equivalence test of a tuned model against the untuned one."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def capability(ctx: Context, name: str, model: ModelRef, items: list[Any]
     if spec is None:
         return {}, []
     from ftrisk.capability.score import MCScore, capability_metrics, score_multiple_choice
+    from ftrisk.generate.hf import HFBackend
 
     threads, bf16 = ctx.cpu_threads(), ctx.bf16()
     fingerprint = stage_fingerprint(
@@ -70,9 +72,10 @@ def capability(ctx: Context, name: str, model: ModelRef, items: list[Any]
         cached = ctx.store.get_many("capability", keys)
         todo = [(k, i) for k, i in zip(keys, items) if k not in cached]
         if todo:
-            fresh = score_multiple_choice(
-                model.load(), ctx.tokenizer(model.path), [i for _, i in todo],
-                batch_size=spec.batch_size, bf16=bf16, progress=ctx.progress)
+            backend = HFBackend(model.load, ctx.tokenizer(model.path),
+                                fingerprint=model.fingerprint, batch_size=spec.batch_size,
+                                bf16=bf16)
+            fresh = score_multiple_choice(backend, [i for _, i in todo], progress=ctx.progress)
             new = {k: score.model_dump(mode="json") for (k, _), score in zip(todo, fresh)}
             ctx.store.put_many("capability", new)
             cached.update(new)

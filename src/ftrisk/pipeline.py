@@ -292,39 +292,30 @@ class Audit:
             replicates = self._replicates()
             summaries = [r.rejudge().summary for r in replicates]
             return self._pooled(replicates, summaries, summaries[0].get("threads", 0))
-        previous_file = self.run.path("results.json")
-        if not previous_file.is_file():
-            raise InputError("no results.json: run the audit to the end first",
-                             path=self.run.root)
-        try:
-            previous = json.loads(previous_file.read_text(encoding="utf-8"))
-            if not isinstance(previous.get("conditions"), list):
-                raise ValueError("no list of conditions")
-        except (ValueError, AttributeError) as err:
-            raise InputError(f"unreadable ({' '.join(str(err).split())[:200]}): run the audit "
-                             "again to rewrite it", path=previous_file) from None
-        self._organism = previous.get("organism")
+        from ftrisk.report.results import read_results
+
+        previous = read_results(self.run.path("results.json"))
+        self._organism = previous.organism
         conditions = []
-        for old in previous["conditions"]:
-            problem = self.run.damage(f"{old['name']}/generate")
+        for old in previous.conditions:
+            problem = self.run.damage(f"{old.name}/generate")
             if problem is not None:  # stored answers are the only input: never guess
                 raise InputError(f"{problem}: run the audit again to redo that stage, then "
                                  "re-judge", path=self.run.root)
             generations = self.run.read_jsonl(
-                f"conditions/{old['name']}/generations.jsonl", Generation)
-            stats_file = self.run.path("conditions", old["name"], "model", "train_stats.json")
+                f"conditions/{old.name}/generations.jsonl", Generation)
+            stats_file = self.run.path("conditions", old.name, "model", "train_stats.json")
             try:
-                stats = None if old.get("train_seconds") is None else \
+                stats = None if old.train_seconds is None else \
                     TrainStats.model_validate_json(stats_file.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
                 raise InputError(f"unreadable ({' '.join(str(err).split())[:200]}): run the "
                                  "audit again to redo its training, then re-judge",
                                  path=stats_file) from None
             conditions.append(self.judges.score(
-                old["name"], generations, description=old.get("description", ""), train=stats,
-                hyperparameters=old.get("hyperparameters")).model_copy(
-                    update={"capability": old.get("capability") or {}}))
-        base = ModelRef(previous["model_path"], previous["model_fingerprint"], hosted)
-        return self._finish(base, conditions, previous.get("threads", 0),
-                            counts=previous.get("counts"))
+                old.name, generations, description=old.description, train=stats,
+                hyperparameters=old.hyperparameters).model_copy(
+                    update={"capability": old.capability}))
+        base = ModelRef(previous.model_path or "", previous.model_fingerprint or "", hosted)
+        return self._finish(base, conditions, previous.threads or 0, counts=previous.counts)
 

@@ -6,7 +6,7 @@ and returns these types.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -207,3 +207,47 @@ class ConditionResult(_Frozen):
     #: "mean", "sd", "min", "max"}. Metrics: the rates above by name,
     #: ``judges.<judge>.mean_score`` and ``capability.<task>.accuracy``. Empty with one seed.
     seed_spread: dict[str, dict[str, object]] = Field(default_factory=dict)
+
+
+#: Version of results.json's layout: 1 before the three-way judge (no ``schema_version`` key),
+#: 2 with refusal / partial / compliance rates.
+RESULTS_SCHEMA_VERSION = 2
+
+
+class AuditResults(BaseModel):
+    """``results.json``: what an audit measured. The report stage writes it; every renderer,
+    ``ftrisk rejudge``, seed pooling and sweeps read it (through
+    :func:`ftrisk.report.results.read_results`). Version 1 files still read; keys a newer
+    ftrisk adds at the top level are kept."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    schema_version: int = 1
+    ftrisk_version: str | None = None
+    name: str | None = None
+    model: str | None = None
+    model_path: str | None = None
+    model_fingerprint: str | None = None
+    #: The embedded organism's build settings and its own metrics (None for other models).
+    organism: dict[str, Any] | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    #: With several seeds: each replicate's seed, run directory, model and organism.
+    replicates: list[dict[str, Any]] | None = None
+    generation: dict[str, Any] = Field(default_factory=dict)
+    judge: dict[str, Any] | None = None
+    benchmark: dict[str, Any] | None = None
+    #: "test" for the built-in reported split, "dev" for the one settings were chosen on.
+    benchmark_split: str | None = None
+    baseline_eval: dict[str, Any] | None = None
+    threads: int | None = None
+    #: Prompts per kind (harmful, lookalike, benign).
+    counts: dict[str, int] | None = None
+    conditions: list[ConditionResult]
+    scoring_judges: list[dict[str, Any]] = Field(default_factory=list)
+    judge_agreement: list[dict[str, Any]] = Field(default_factory=list)
+    paper: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The record as the JSON it was read from or written as (unset keys left out, so
+        an older file renders as it always did)."""
+        return self.model_dump(mode="json", exclude_unset=True)

@@ -93,7 +93,12 @@ def write_report(directory: Path, *, full_text: bool = False, truncate_chars: in
         raise ValueError(f"truncate_chars must be >= 0, got {truncate_chars}")
     directory = Path(directory)
     source = _results_file(directory)
-    data = _load(source, "cells" if source.name == SWEEP_RESULTS else "conditions")
+    if source.name == SWEEP_RESULTS:
+        data = _load(source, "cells")
+    else:
+        from ftrisk.report.results import read_results
+
+        data = read_results(source).summary()
     with atomic_dir(directory / "plots") as plot_dir:
         if source.name == SWEEP_RESULTS:
             page = _sweep_page(data, plot_dir)

@@ -15,6 +15,7 @@ from typing import Any
 import ftrisk
 from ftrisk.errors import InputError, storage_failure
 from ftrisk.records import BUDGET_AXES
+from ftrisk.report.results import read_results
 from ftrisk.rundir import RunDir
 from ftrisk.sweep.config import SearchParam, Sweep
 
@@ -196,7 +197,7 @@ class SweepRunner:
                            "feasible": feasible})
             results = self.run.path("trials", cell or "-", "results.json")
             if t.value is not None and results.is_file():
-                rows.append(cell_row(json.loads(results.read_text()), self.sweep.attack.name,
+                rows.append(cell_row(read_results(results).summary(), self.sweep.attack.name,
                                      cell, t.params, f"trials/{cell}", self._capability_task()))
         feasible = [t for t in trials if t["feasible"]]
         sign = -1 if spec.objective in _MAXIMISED else 1

@@ -11,6 +11,7 @@ is redone with one line saying why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 from ftrisk.config import REMOTE_PREFIX, AttackSpec, AuditConfig, EvalSpec
 from ftrisk.data.sources import benchmark_items, training_data
 from ftrisk.errors import InputError
-from ftrisk.generate.backend import ModelRef
+from ftrisk.generate.backend import ModelRef, Services
 from ftrisk.records import ConditionResult, Generation, TrainStats
 from ftrisk.rundir import RunDir, remove_stale_scratch
 from ftrisk.stages.capability import capability, capability_items, correct_by_task, verdicts
@@ -82,7 +83,8 @@ class Audit:
     """
 
     def __init__(self, config: AuditConfig, run_dir: str | Path, cache: Path, *,
-                 progress: bool = True, log: Log = print, stored_only: bool = False) -> None:
+                 progress: bool = True, log: Log = print, stored_only: bool = False,
+                 services: Services | None = None) -> None:
         from ftrisk.runtime import resolve_threads
 
         self.config = config
@@ -92,7 +94,7 @@ class Audit:
         self.log = log
         self.stored_only = stored_only
         self.ctx = Context(config, self.run, cache, log=log, progress=progress,
-                           threads=resolve_threads(config.threads))
+                           threads=resolve_threads(config.threads), services=services)
         removed = [*self.run.remove_stale_scratch(), *remove_stale_scratch(cache, max_depth=3)]
         if removed:
             log(f"removed {len(removed)} temporary file(s) left by an interrupted run "
@@ -154,7 +156,9 @@ class Audit:
 
         if self.stored_only:
             raise ValueError("an Audit built with stored_only reads no data: it can only rejudge")
-        with self.run.exclusive(), self.ctx.services:
+        services = (self.ctx.services if self.ctx.owns_services
+                    else contextlib.nullcontext())  # the caller stops shared ones
+        with self.run.exclusive(), services:
             return self._execute(configure_threads(self.ctx.threads))
 
     def _execute(self, threads: int) -> AuditResult:
@@ -223,7 +227,8 @@ class Audit:
         update = {} if threads is None else {"threads": threads}
         return [Audit(self.config.model_copy(update={"seeds": (seed,), **update}),
                       self.run.path("seeds", str(seed)), self.cache, progress=self.progress,
-                      log=tagged(seed), stored_only=self.stored_only)
+                      log=tagged(seed), stored_only=self.stored_only,
+                      services=self.ctx.services)
                 for seed in self.config.seeds]
 
     def _pooled(self, replicates: list[Audit], summaries: list[dict[str, Any]],

@@ -119,19 +119,25 @@ def test_base_and_lora_adapters_share_one_server_and_get_token_ids(
     assert [len(c["prompt"]) for c in completions] == [2, 1] * 3  # batch_size 2, per ask
 
 
-def test_a_fully_tuned_model_gets_a_server_of_its_own(tiny_model_dir, fake_python, tmp_path):
+def test_a_fully_tuned_model_gets_a_server_of_its_own_and_one_runs_at_a_time(
+        tiny_model_dir, fake_python, tmp_path):
     tok = load_tokenizer(str(tiny_model_dir))
     full = tmp_path / "full"
     full.mkdir()
-    refs = [ModelRef(str(tiny_model_dir), "a", lambda: None),
-            ModelRef(str(tiny_model_dir), "b", lambda: None, tuned=full)]
+    base = ModelRef(str(tiny_model_dir), "a", lambda: None)
+    tuned = ModelRef(str(tiny_model_dir), "b", lambda: None, tuned=full)
     with Services(tmp_path / "logs") as services:
-        for ref in refs:
-            VLLMBackend.for_model(ref, tok, _spec(fake_python), bf16=False,
-                                  services=services).generate(["hello"])
-    models = [r["argv"][r["argv"].index("--model") + 1] for r in _requests(tmp_path)
-              if "argv" in r]
-    assert models == [str(tiny_model_dir), str(full)]
+        answers = [VLLMBackend.for_model(ref, tok, _spec(fake_python), bf16=False,
+                                         services=services).generate(["hello"])[0].text
+                   for ref in (base, tuned, base)]
+        started = [r for r in _requests(tmp_path) if "argv" in r]
+        # One accelerator holds one server: starting the tuned model's stopped the base's,
+        # and asking the base again started it anew.
+        assert _all_gone([started[0]["pid"], started[1]["pid"]]) and _alive(started[2]["pid"])
+    assert [r["argv"][r["argv"].index("--model") + 1] for r in started] == [
+        str(tiny_model_dir), str(full), str(tiny_model_dir)]
+    assert all(a.startswith("base|") for a in answers)
+    assert _all_gone([started[2]["pid"]])
 
 
 def test_prefix_and_adapter_tuning_are_refused_with_the_way_out(tiny_model_dir, fake_python,
@@ -232,6 +238,26 @@ def test_an_audit_on_the_vllm_backend_serves_every_condition_and_stops_its_serve
     # Run again: every stage is done, so no server starts at all.
     assert main(argv) == 0
     assert len([r for r in _requests(tmp_path) if "argv" in r]) == 1
+
+
+@pytest.mark.slow
+def test_a_sweep_serves_every_cell_from_one_server(tiny_model_dir, fake_python, tmp_path):
+    from ftrisk.cli import main
+    from tests.test_pipeline import write_inputs
+    from tests.test_sweep import _argv, _sweep_file
+
+    config = write_inputs(tmp_path, tiny_model_dir, epochs=1)
+    config.write_text(config.read_text().replace(
+        "generation: {max_new_tokens: 6, batch_size: 8}",
+        f"generation: {{max_new_tokens: 6, batch_size: 8, backend: vllm, "
+        f"vllm: {{python: {fake_python}}}}}"))
+    sweep = _sweep_file(tmp_path, "grid:\n  train.learning_rate: [1.0e-2, 3.0e-2]\n")
+    assert main(_argv(sweep, tmp_path)) == 0
+    started = [r for r in _requests(tmp_path) if "argv" in r]
+    loads = [r for r in _requests(tmp_path) if r.get("path") == "/v1/load_lora_adapter"]
+    # Two cells, two adapters, one server: the base model is loaded once for the sweep.
+    assert len(started) == 1 and len(loads) == 2
+    assert _all_gone([started[0]["pid"]])
 
 
 # -- the real vLLM ---------------------------------------------------------------------------

@@ -57,25 +57,44 @@ class ModelRef:
     tuned: Path | None = None
 
 
-class Services(contextlib.ExitStack):
-    """Long-lived helpers of one run (model servers), shared by its stages and stopped when
-    the run ends, however it ends. ``log_dir`` receives their logs."""
+class Services:
+    """Long-lived helpers of a run (model servers), shared by its stages and stopped when the
+    run ends, however it ends. ``log_dir`` receives their logs."""
 
     def __init__(self, log_dir: Path) -> None:
-        super().__init__()
         self.log_dir = log_dir
-        self._shared: dict[object, Any] = {}
+        self._running: dict[tuple[str, ...], tuple[contextlib.AbstractContextManager[Any],
+                                                   Any]] = {}
 
-    def shared(self, key: object, start: Callable[[], contextlib.AbstractContextManager[T]]
-               ) -> T:
-        """The helper started for ``key``: entered on first request, reused after."""
-        if key not in self._shared:
-            self._shared[key] = self.enter_context(start())
-        return self._shared[key]
+    def shared(self, key: tuple[str, ...],
+               start: Callable[[], contextlib.AbstractContextManager[T]], *,
+               alone: bool = False) -> T:
+        """The helper started for ``key`` (entered on first request, reused after). With
+        ``alone``, the running helpers of the same kind (``key[0]``) are stopped first: one
+        accelerator holds one model server at a time."""
+        if key in self._running:
+            return self._running[key][1]
+        if alone:
+            for other in [k for k in self._running if k[0] == key[0]]:
+                self._stop(other)
+        manager = start()
+        self._running[key] = (manager, manager.__enter__())
+        return self._running[key][1]
 
-    def __exit__(self, *exc: object) -> bool:
-        self._shared.clear()  # stopped with the stack: a later run starts them afresh
-        return super().__exit__(*exc)
+    def _stop(self, key: tuple[str, ...]) -> None:
+        manager, _ = self._running.pop(key)
+        manager.__exit__(None, None, None)
+
+    def close(self) -> None:
+        """Stop every helper, the last started first."""
+        for key in reversed(list(self._running)):
+            self._stop(key)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class ChatBackend(Protocol):

@@ -9,6 +9,7 @@ prompts. Decoding is greedy (temperature 0).
 
 Tuned models: a LoRA adapter is loaded into the base model's server at run time
 (``/v1/load_lora_adapter``) and asked by its name; a fully tuned model gets a server of its own.
+One server runs at a time (an accelerator holds one): starting another stops the running one.
 Prefix and adapter (LLaMA-Adapter) tuning have no vLLM equivalent: those need the ``hf``
 backend, and ftrisk says so before it starts anything.
 """
@@ -187,7 +188,8 @@ def _served(model: ModelRef, spec: Any, services: Services) -> tuple[VLLMServer,
     """The server that serves ``model`` and the model name to ask it for."""
     def server(path: str) -> VLLMServer:
         log = services.log_dir / f"vllm-{hashlib.sha256(path.encode()).hexdigest()[:8]}.log"
-        return services.shared(("vllm", path), lambda: VLLMServer(path, spec, log_file=log))
+        return services.shared(("vllm", path), lambda: VLLMServer(path, spec, log_file=log),
+                               alone=True)
 
     tuned = model.tuned
     if tuned is None:
@@ -207,8 +209,8 @@ def _served(model: ModelRef, spec: Any, services: Services) -> tuple[VLLMServer,
 class VLLMBackend:
     """Greedy answers from a vLLM server, ``batch_size`` prompts per request.
 
-    ``connect()`` gives the server and the model name to ask it for; it is called on first
-    use, so a backend whose answers are all cached starts nothing. ``tokenizer`` (ftrisk's,
+    ``connect()`` gives the running server and the model name to ask it for; it is called for
+    each batch, so a backend whose answers are all cached starts nothing. ``tokenizer`` (ftrisk's,
     chat template override included) renders and tokenizes prompts exactly as the ``hf``
     backend does.
     """
@@ -217,7 +219,6 @@ class VLLMBackend:
                  model_fingerprint: str, max_new_tokens: int = 64, batch_size: int = 64,
                  timeout: float = 3600.0) -> None:
         self._connect = connect
-        self._served: tuple[VLLMServer, str] | None = None
         self.tokenizer = tokenizer
         self.model_fingerprint = model_fingerprint
         self.max_new_tokens = max_new_tokens
@@ -234,8 +235,8 @@ class VLLMBackend:
                    batch_size=spec.batch_size)
 
     def __repr__(self) -> str:
-        name = self._served[1] if self._served else "(not started)"
-        return f"VLLMBackend(model={name!r}, max_new_tokens={self.max_new_tokens})"
+        return (f"VLLMBackend(model={self.model_fingerprint!r}, "
+                f"max_new_tokens={self.max_new_tokens})")
 
     @property
     def decoding(self) -> dict[str, object]:
@@ -260,9 +261,8 @@ class VLLMBackend:
     def generate(self, rendered: Sequence[str]) -> list[ChatReply]:
         """Answer rendered prompts in one request, sent as token ids (the template already
         wrote the special tokens)."""
-        if self._served is None:
-            self._served = self._connect()
-        server, name = self._served
+        # Asked each time: the server may have been stopped for another model's since.
+        server, name = self._connect()
         ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in rendered]
         reply = server.post("/v1/completions", {
             "model": name, "prompt": ids, "max_tokens": self.max_new_tokens,

@@ -39,7 +39,7 @@ class Context:
     count, seed offset, tokenizers and long-lived services (model servers)."""
 
     def __init__(self, config: AuditConfig, run: RunDir, cache: Path, *, log: Log,
-                 progress: bool, threads: int) -> None:
+                 progress: bool, threads: int, services: Services | None = None) -> None:
         self.config = config
         self.run = run
         self.cache = cache
@@ -49,8 +49,10 @@ class Context:
         self.threads = threads
         #: Added to the organism's build seed and every attack's training seed (one replicate).
         self.seed_offset = config.seeds[0]
-        #: Model servers and other helpers of this run, stopped when the run ends.
-        self.services = Services(run.path("logs"))
+        #: Model servers and other helpers, stopped when the run ends; shared with the
+        #: caller's when given (a sweep's cells share one server per model).
+        self.owns_services = services is None
+        self.services = Services(run.path("logs")) if services is None else services
         self._store: Store | None = None
         self._tokenizers: dict[str, Any] = {}
 

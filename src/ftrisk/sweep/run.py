@@ -14,6 +14,7 @@ from typing import Any
 
 import ftrisk
 from ftrisk.errors import InputError, storage_failure
+from ftrisk.generate.backend import Services
 from ftrisk.records import BUDGET_AXES
 from ftrisk.report.results import read_results
 from ftrisk.rundir import RunDir
@@ -33,6 +34,8 @@ class SweepRunner:
         self.cache = cache
         self.progress = progress
         self.log = log
+        #: Model servers shared by every cell (one per model, not one per cell).
+        self.services = Services(self.run.path("logs"))
 
     # -- cells -------------------------------------------------------------------------------
     def _run_cell(self, params: dict[str, Any], name: str, folder: str) -> dict[str, Any]:
@@ -46,7 +49,7 @@ class SweepRunner:
         run_dir = self.run.path(folder, name)
         try:
             result = Audit(config, run_dir, self.cache, progress=self.progress,
-                           log=self.log).execute()
+                           log=self.log, services=self.services).execute()
         except InputError:
             raise
         except Exception as err:  # a crashed cell (OOM, NaN loss) must not lose the others
@@ -73,10 +76,11 @@ class SweepRunner:
         rows = []
         bar = tqdm(cells, desc=f"sweep {self.sweep.config.name}", unit="cell",
                    disable=not self.progress, dynamic_ncols=True)
-        for i, params in enumerate(bar):
-            name = self.sweep.cell_name(params)
-            self.log(f"[sweep] cell {i + 1}/{len(cells)}: {name}")
-            rows.append(self._run_cell(params, name, "cells"))
+        with self.services:
+            for i, params in enumerate(bar):
+                name = self.sweep.cell_name(params)
+                self.log(f"[sweep] cell {i + 1}/{len(cells)}: {name}")
+                rows.append(self._run_cell(params, name, "cells"))
         bar.close()
         self.run.write_json("grid.json", {"cells": rows})
         return self.collect()
@@ -113,32 +117,33 @@ class SweepRunner:
         def completed() -> int:
             return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
-        attempts = 0
-        while completed() < target and attempts < 2 * target:
-            attempts += 1
-            trial = study.ask()
-            params = {key: _suggest(trial, key, p) for key, p in spec.space.items()}
-            name = "trial_" + self.sweep.cell_name(params)
-            self.log(f"[search] trial {trial.number} ({completed() + 1}/{target}): {name}")
-            try:
-                row = self._run_cell(params, name, "trials")
-            except BaseException:
-                # Interrupted or stopped by bad input: queue the parameters again, so the
-                # next run resumes this trial's run directory instead of drawing anew.
-                study.tell(trial, state=TrialState.FAIL)
-                study.enqueue_trial(params)
-                raise
-            trial.set_user_attr("cell", name)
-            value = row.get(spec.objective)
-            drop = row.get("capability_drop")
-            if row["status"] != "done" or value is None or drop is None:
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            trial.set_user_attr("capability_drop", drop)
-            trial.set_user_attr("refusal_rate", row["refusal_rate"])
-            trial.set_user_attr("constraint", drop - spec.capability_bound)
-            trial.set_constraint("capability", drop - spec.capability_bound)
-            study.tell(trial, value)
+        with self.services:
+            attempts = 0
+            while completed() < target and attempts < 2 * target:
+                attempts += 1
+                trial = study.ask()
+                params = {key: _suggest(trial, key, p) for key, p in spec.space.items()}
+                name = "trial_" + self.sweep.cell_name(params)
+                self.log(f"[search] trial {trial.number} ({completed() + 1}/{target}): {name}")
+                try:
+                    row = self._run_cell(params, name, "trials")
+                except BaseException:
+                    # Interrupted or stopped by bad input: queue the parameters again, so the
+                    # next run resumes this trial's run directory instead of drawing anew.
+                    study.tell(trial, state=TrialState.FAIL)
+                    study.enqueue_trial(params)
+                    raise
+                trial.set_user_attr("cell", name)
+                value = row.get(spec.objective)
+                drop = row.get("capability_drop")
+                if row["status"] != "done" or value is None or drop is None:
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+                trial.set_user_attr("capability_drop", drop)
+                trial.set_user_attr("refusal_rate", row["refusal_rate"])
+                trial.set_user_attr("constraint", drop - spec.capability_bound)
+                trial.set_constraint("capability", drop - spec.capability_bound)
+                study.tell(trial, value)
         if completed() < target:
             self.log(f"[search] stopped after {attempts} attempts with {completed()} completed "
                      "trials: see the failed cells")

@@ -1,7 +1,9 @@
 """The audit pipeline: the list of stages, run for the baseline and for each attack.
 
-    model (stages.organism) -> [generate -> judge -> capability] for the untuned model
-    -> per attack: train -> generate -> capability -> judge -> report
+    model (stages/organism)
+    -> baseline: generate, judge, capability
+    -> per attack: [baseline@attack: generate, judge], train, generate, capability, judge
+    -> report (each attack against its baseline; results.json, report.md, report.html)
 
 Every expensive stage writes into the run directory and records the fingerprint of its inputs
 and what it wrote (:meth:`ftrisk.stages.context.Context.stage`); running the same command again

@@ -554,6 +554,9 @@ class AuditConfig(_Strict):
         if bad:
             raise ValueError(f"vLLM serves LoRA adapters and whole models; attacks {bad} use "
                              "adapter or prefix tuning, which need generation.backend: hf")
+        if self.trust_remote_code and "--trust-remote-code" not in self.generation.vllm.extra_args:
+            raise ValueError("trust_remote_code is on: let vLLM run the model's code too with "
+                             "generation.vllm.extra_args: [--trust-remote-code]")
         if self.quantization != "none" and "--quantization" not in self.generation.vllm.extra_args:
             raise ValueError("vLLM would serve the unquantized weights of a model audited with "
                              f"quantization: {self.quantization}; pass vLLM's own, e.g. "

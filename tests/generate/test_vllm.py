@@ -191,6 +191,9 @@ def test_config_refuses_what_vllm_cannot_serve(tmp_path):
                                     "generation": {"backend": "vllm"}})
     AuditConfig.model_validate({"model": "m", "quantization": "4bit", "generation": {
         "backend": "vllm", "vllm": {"extra_args": ["--quantization", "bitsandbytes"]}}})
+    with pytest.raises(ValueError, match=r"extra_args: \[--trust-remote-code\]"):
+        AuditConfig.model_validate({"model": "m", "trust_remote_code": True,
+                                    "generation": {"backend": "vllm"}})
     with pytest.raises(ValueError, match="unknown generation backend 'vlm'"):
         GenerationSpec(backend="vlm")
 

@@ -63,12 +63,10 @@ class VLLMServer:
     """One vLLM OpenAI-compatible server for ``model_path``, as a context manager: entering
     starts it and waits until it answers, leaving stops it and every process it started."""
 
-    def __init__(self, model_path: str, spec: Any, *, log_file: Path,
-                 trust_remote_code: bool = False) -> None:
+    def __init__(self, model_path: str, spec: Any, *, log_file: Path) -> None:
         self.model_path = model_path
         self.spec = spec
         self.log_file = log_file
-        self.trust_remote_code = trust_remote_code
         self.url = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._adapters: dict[str, str] = {}
@@ -87,8 +85,6 @@ class VLLMServer:
                "--seed", "0", "--enable-lora", "--max-lora-rank", str(spec.max_lora_rank)]
         if spec.max_model_len is not None:
             cmd += ["--max-model-len", str(spec.max_model_len)]
-        if self.trust_remote_code:
-            cmd.append("--trust-remote-code")
         return [*cmd, *spec.extra_args]
 
     def __enter__(self) -> VLLMServer:
@@ -173,15 +169,15 @@ class VLLMServer:
         except ValueError:  # some routes answer in plain text ("Success: ...")
             return text
 
-    def serve_adapter(self, adapter_dir: Path) -> str:
-        """Load the LoRA adapter in ``adapter_dir`` (once) and return the name to ask it by."""
-        path = str(adapter_dir)
-        if path not in self._adapters:
-            name = "lora-" + hashlib.sha256(path.encode()).hexdigest()[:12]
-            self.post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path},
+    def serve_adapter(self, adapter_dir: Path, fingerprint: str) -> str:
+        """Load the LoRA adapter in ``adapter_dir`` once per ``fingerprint`` (its weights':
+        an adapter retrained in place is loaded anew) and return the name to ask it by."""
+        name = f"lora-{fingerprint[:16]}"
+        if name not in self._adapters:
+            self.post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(adapter_dir)},
                       timeout=600)
-            self._adapters[path] = name
-        return self._adapters[path]
+            self._adapters[name] = str(adapter_dir)
+        return name
 
 
 def _served(model: ModelRef, spec: Any, services: Services) -> tuple[VLLMServer, str]:
@@ -203,7 +199,7 @@ def _served(model: ModelRef, spec: Any, services: Services) -> tuple[VLLMServer,
                          "adapters; use generation.backend: hf for this attack",
                          field="generation.backend")
     base = server(model.path)
-    return base, base.serve_adapter(tuned)
+    return base, base.serve_adapter(tuned, model.fingerprint)
 
 
 class VLLMBackend:

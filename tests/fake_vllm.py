@@ -5,7 +5,8 @@ Run as ``python fake_vllm.py -m vllm.entrypoints.openai.api_server --model M --p
 ``/health``, ``/v1/load_lora_adapter`` and ``/v1/completions`` (token-id prompts only, as
 ftrisk sends them) with ``"<model name>|<prompt length>|<last token id>"``, records every
 request in ``$FAKE_VLLM_LOG`` as JSON lines, and forks one child process so that tests can
-check that stopping the server stops its whole process group. ``$FAKE_VLLM_MODE`` set to
+check that stopping the server stops its whole process group (on SIGTERM it stops the child
+first, as vLLM stops its engine). ``$FAKE_VLLM_MODE`` set to
 ``exit`` makes it fail at start; ``hang`` makes it never answer.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -83,6 +85,12 @@ def main() -> None:
         sys.exit(3)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     _log({"child": child.pid})
+
+    def stop(*_: object) -> None:  # as vLLM does: stop the engine processes, then exit
+        child.terminate()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     if mode == "hang":
         time.sleep(600)
     ThreadingHTTPServer(("127.0.0.1", int(_arg("--port"))), Handler).serve_forever()

@@ -140,6 +140,44 @@ def test_a_fully_tuned_model_gets_a_server_of_its_own_and_one_runs_at_a_time(
     assert _all_gone([started[2]["pid"]])
 
 
+_KILLED_PARENT = """
+import sys, time
+from pathlib import Path
+from ftrisk.config import GenerationSpec, VLLMSpec
+from ftrisk.generate.backend import ModelRef, Services
+from ftrisk.generate.vllm_server import VLLMBackend
+from ftrisk.models.io import load_tokenizer
+
+model, python, logs = sys.argv[1:4]
+spec = GenerationSpec(backend="vllm", vllm=VLLMSpec(python=python, startup_timeout=60))
+services = Services(Path(logs))
+VLLMBackend.for_model(ModelRef(model, "x", lambda: None), load_tokenizer(model), spec,
+                      bf16=False, services=services).generate(["hello"])
+print("serving", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_server_does_not_outlive_an_audit_killed_with_sigkill(tiny_model_dir, fake_python,
+                                                                 tmp_path):
+    """kill -9 of ftrisk runs no cleanup code, yet its server (which would hold the
+    accelerator's memory) goes too, and with it the engine processes it started."""
+    import signal
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", _KILLED_PARENT, str(tiny_model_dir),
+                               str(fake_python), str(tmp_path / "logs")],
+                              stdout=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "serving"
+    records = _requests(tmp_path)
+    pids = [r["pid"] for r in records if "pid" in r] + [r["child"] for r in records
+                                                          if "child" in r]
+    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _all_gone(pids, wait=10)
+
+
 def test_prefix_and_adapter_tuning_are_refused_with_the_way_out(tiny_model_dir, fake_python,
                                                                  tmp_path):
     tok = load_tokenizer(str(tiny_model_dir))

@@ -51,6 +51,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before vLLM starts: on Linux, be sent SIGTERM when ftrisk
+    dies, however it dies (kill -9 included), so no server outlives its run holding the
+    accelerator's memory; vLLM stops its engine processes on SIGTERM."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 def _tail(path: Path, lines: int = 8) -> str:
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
@@ -98,7 +108,8 @@ class VLLMServer:
                 # Its own session: stopping the group stops the engine processes it forks.
                 self._proc = subprocess.Popen(self.command(port), stdout=log,
                                               stderr=subprocess.STDOUT, env=env,
-                                              stdin=subprocess.DEVNULL, start_new_session=True)
+                                              stdin=subprocess.DEVNULL, start_new_session=True,
+                                              preexec_fn=_die_with_parent)
             except OSError as err:
                 raise InputError(f"cannot start vLLM: {err.strerror or err}",
                                  field="generation.vllm.python") from None

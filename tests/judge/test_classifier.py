@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ftrisk.errors import InputError
+from ftrisk.generate.hf import HFBackend
 from ftrisk.judge.classifier import (
     LLAMA_GUARD_3_CATEGORIES,
     ClassifierJudge,
@@ -88,10 +89,11 @@ class FakeGuard:
         return torch.cat([input_ids, torch.tensor(padded, dtype=input_ids.dtype)], dim=1)
 
 
-def make_judge(tiny_model_dir: Path, tok: Any, answers: dict[str, str] | None = None,
-               **options: Any) -> ClassifierJudge:
-    model = FakeGuard(tok, answers or {})
-    return ClassifierJudge(str(tiny_model_dir), model=model, tokenizer=tok, **options)
+def make_judge(tiny_model_dir: Path, tok: Any, answers: dict[str, str] | None = None, *,
+               batch_size: int = 8, max_new_tokens: int = 20, **options: Any) -> ClassifierJudge:
+    backend = HFBackend(FakeGuard(tok, answers or {}), tok, batch_size=batch_size,
+                        max_new_tokens=max_new_tokens)
+    return ClassifierJudge(backend, model_path=str(tiny_model_dir), **options)
 
 
 # -- parsing ------------------------------------------------------------------------------------

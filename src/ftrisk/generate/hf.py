@@ -63,6 +63,8 @@ class HFBackend:
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         self._model: Any = None
         self._loader: Callable[[], Any]
         if isinstance(model, str | os.PathLike):
@@ -73,6 +75,8 @@ class HFBackend:
                                                       trust_remote_code=trust_remote_code)
             self._model_fingerprint = fingerprint
             self._path: str | None = path
+            #: The dtype the model is (or will be) loaded in.
+            self.dtype = dtype
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer together with a model")
@@ -83,6 +87,7 @@ class HFBackend:
             source = getattr(model, "name_or_path", "")
             self._model_fingerprint = fingerprint
             self._path = source if source and os.path.isdir(source) else None
+            self.dtype = str(getattr(model, "dtype", "unknown")).removeprefix("torch.")
         if tokenizer.pad_token_id is None:  # Llama tokenizers have no pad token
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer

@@ -13,9 +13,9 @@ import pytest
 
 from ftrisk.endpoints import Secret, retry_after
 from ftrisk.errors import InputError
-from ftrisk.generate.backend import ChatReply
 from ftrisk.generate.hf import HFBackend
 from ftrisk.generate.openai_api import OpenAIBackend
+from ftrisk.protocols import ChatReply
 from tests.fake_openai import KEY, FakeOpenAI, last_user_text, make_backend
 
 

@@ -287,8 +287,11 @@ def test_bad_settings(tiny_model_dir: Path, tok: Any) -> None:
 # -- a real (tiny, random) model ----------------------------------------------------------------
 
 
-def test_from_path_runs_a_real_model(tiny_model_dir: Path) -> None:
-    judge = ClassifierJudge.from_path(str(tiny_model_dir), max_new_tokens=3, batch_size=2)
+def test_a_classifier_backend_runs_a_real_model(tiny_model_dir: Path) -> None:
+    from ftrisk.stages.judge import classifier_backend
+
+    judge = ClassifierJudge(classifier_backend(str(tiny_model_dir), max_new_tokens=3,
+                                               batch_size=2), model_path=str(tiny_model_dir))
     assert judge.backend._model is None  # loaded on first use
     judgments = judge.judge([gen("1", "short", "ok"),
                              gen("2", "a somewhat longer prompt", "a longer answer " * 5),
@@ -302,6 +305,8 @@ def test_from_path_runs_a_real_model(tiny_model_dir: Path) -> None:
     assert judgments[1].prompt_tokens > judgments[0].prompt_tokens
 
 
-def test_from_path_missing_model_is_an_input_error(tmp_path: Path) -> None:
+def test_a_missing_classifier_is_an_input_error(tmp_path: Path) -> None:
+    from ftrisk.stages.judge import classifier_backend
+
     with pytest.raises(InputError):
-        ClassifierJudge.from_path(str(tmp_path / "missing"))
+        classifier_backend(str(tmp_path / "missing"))

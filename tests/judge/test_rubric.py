@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from ftrisk.generate.backend import ChatReply
 from ftrisk.generate.openai_api import OpenAIBackend
 from ftrisk.judge.policy import DEFAULT_POLICY, POLICY_RULES
 from ftrisk.judge.rubric import (
@@ -20,6 +19,7 @@ from ftrisk.judge.rubric import (
     fence,
     parse_rubric_answer,
 )
+from ftrisk.protocols import ChatReply
 from ftrisk.records import Generation
 from ftrisk.store import Store
 from tests.fake_openai import KEY, FakeOpenAI, make_backend

@@ -1,8 +1,9 @@
-"""The one interface for asking a model: batched chat generation, by named backend.
+"""What backends share: the model reference they serve, the run's long-lived services, and the
+chat-template rendering and batching of the local backends.
 
-A backend turns a conversation into the exact text (or request) the model is sent
-(:meth:`ChatBackend.render`) and answers a batch of those (:meth:`ChatBackend.generate`), one
-:class:`ChatReply` per prompt, in order; :meth:`ChatBackend.complete` answers any number of
+A backend (:class:`ftrisk.protocols.ChatBackend`) turns a conversation into the exact text (or
+request) the model is sent (``render``) and answers a batch of those (``generate``), one
+:class:`~ftrisk.protocols.ChatReply` per prompt, in order; ``complete`` answers any number of
 conversations. Backends are registered by name in
 :data:`ftrisk.registry.GENERATION_BACKENDS` (``hf``, ``openai``, ``vllm``); the audit, the
 LLM and classifier judges and the organism build are all given one, and none of them loads a
@@ -13,32 +14,16 @@ backend gives (:meth:`ftrisk.generate.hf.HFBackend.loglikelihood`, lm-eval's req
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
+
+from ftrisk.protocols import ChatReply, Messages
 
 T = TypeVar("T")
-
-#: A chat conversation as sent to a model: ``[{"role": ..., "content": ...}, ...]``.
-Messages = list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class ChatReply:
-    """A backend's answer to one prompt.
-
-    ``text`` is None exactly when the request failed; ``error`` then says why. Token counts are
-    those of the successful attempt (0 when unknown); ``attempts`` counts every request sent
-    for this prompt, retries included.
-    """
-
-    text: str | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: str | None = None
-    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -97,50 +82,46 @@ class Services:
         self.close()
 
 
-class ChatBackend(Protocol):
-    """What every generation backend provides."""
+def render_chat(tokenizer: Any, messages: Messages) -> str:
+    """The text a local model sees: its chat template applied to ``messages``, with the
+    assistant header appended (the template writes the special tokens, BOS included)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    #: Prompts per :meth:`generate` call: the unit of batching and of caching progress.
+
+class TemplatedBackend(abc.ABC):
+    """What the local backends (``hf``, ``vllm``) share: prompts rendered with ``tokenizer``'s
+    chat template, answered ``batch_size`` at a time by the subclass's ``generate``."""
+
+    tokenizer: Any
     batch_size: int
 
-    @property
-    def fingerprint(self) -> str:
-        """Identifies the model and decoding settings (part of judges' cache keys)."""
-
-    @property
-    def decoding(self) -> dict[str, object]:
-        """The decoding settings, stored with each generation and part of its cache key."""
-
-    def render(self, messages: Messages) -> str:
-        """The exact prompt the model is sent for ``messages``, as text."""
-
+    @abc.abstractmethod
     def generate(self, rendered: Sequence[str]) -> list[ChatReply]:
         """Answer prompts made by :meth:`render`, as one batch, in order."""
 
+    def render(self, messages: Messages) -> str:
+        """The chat template applied to ``messages``, with the assistant header appended."""
+        return render_chat(self.tokenizer, messages)
+
     def complete(self, conversations: Sequence[Messages]) -> list[ChatReply]:
-        """Answer every conversation, in input order (a failed prompt gets an error reply)."""
+        """Answer every conversation greedily, in input order.
 
+        Prompts are sorted by length (less padding, and answers that do not depend on input
+        order) and sent in batches of ``batch_size``; a batch that raises (out of memory,
+        say) gives every prompt in it an error reply and does not lose the other batches.
+        """
+        rendered = [self.render(list(c)) for c in conversations]
+        replies: list[ChatReply | None] = [None] * len(rendered)
+        order = sorted(range(len(rendered)), key=lambda i: (len(rendered[i]), rendered[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            try:
+                outputs = self.generate([rendered[i] for i in batch])
+            except Exception as err:  # one failed batch must not lose the rest
+                from ftrisk.endpoints import short
 
-def complete_in_batches(backend: ChatBackend,
-                        conversations: Sequence[Messages]) -> list[ChatReply]:
-    """Answer every conversation, in input order, through ``backend``.
-
-    Prompts are sorted by length (less padding, and answers that do not depend on input
-    order) and sent in batches of ``backend.batch_size``; a batch that raises (out of memory,
-    say) gives every prompt in it an error reply and does not lose the other batches.
-    """
-    rendered = [backend.render(list(c)) for c in conversations]
-    replies: list[ChatReply | None] = [None] * len(rendered)
-    order = sorted(range(len(rendered)), key=lambda i: (len(rendered[i]), rendered[i]))
-    for start in range(0, len(order), backend.batch_size):
-        batch = order[start : start + backend.batch_size]
-        try:
-            outputs = backend.generate([rendered[i] for i in batch])
-        except Exception as err:  # one failed batch must not lose the rest
-            from ftrisk.endpoints import short
-
-            outputs = [ChatReply(text=None, error=f"generation: {type(err).__name__}: "
-                                                  f"{short(err)}")] * len(batch)
-        for index, reply in zip(batch, outputs):
-            replies[index] = reply
-    return [r for r in replies if r is not None]
+                outputs = [ChatReply(text=None, error=f"generation: {type(err).__name__}: "
+                                                      f"{short(err)}")] * len(batch)
+            for index, reply in zip(batch, outputs):
+                replies[index] = reply
+        return [r for r in replies if r is not None]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from tqdm.auto import tqdm
 
 from ftrisk.errors import FtriskError
-from ftrisk.generate.backend import ChatBackend
+from ftrisk.protocols import ChatBackend
 from ftrisk.records import Conversation, Generation
 from ftrisk.store import Store, content_key
 

@@ -20,23 +20,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ftrisk.generate.backend import (
-    ChatReply,
-    Messages,
-    ModelRef,
-    Services,
-    complete_in_batches,
-)
+from ftrisk.generate.backend import ModelRef, Services, TemplatedBackend, render_chat
+from ftrisk.protocols import ChatReply
 from ftrisk.records import Conversation
 
 
 def render_prompt(tokenizer: Any, conversation: Conversation) -> str:
     """The text the model sees: the chat template applied, with the assistant header appended."""
-    messages = [m.chat() for m in conversation.messages]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render_chat(tokenizer, [m.chat() for m in conversation.messages])
 
 
-class HFBackend:
+class HFBackend(TemplatedBackend):
     """Greedy answers from a local transformers model, ``batch_size`` prompts per batch.
 
     ``model`` is a loaded causal LM, a zero-argument function that loads one (called on first
@@ -143,15 +137,6 @@ class HFBackend:
         payload = {"backend": "transformers", "model": self.model_fingerprint,
                    "max_new_tokens": self.max_new_tokens, "do_sample": False}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-    def render(self, messages: Messages) -> str:
-        """The chat template applied to ``messages``, with the assistant header appended."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
-
-    def complete(self, conversations: Sequence[Messages]) -> list[ChatReply]:
-        """Answer every conversation greedily, in input order; a failed batch gives errors."""
-        return complete_in_batches(self, conversations)
 
     def generate(self, rendered: Sequence[str]) -> list[ChatReply]:
         """Answer rendered prompts as one left-padded batch, greedily."""

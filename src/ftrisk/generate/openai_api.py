@@ -30,7 +30,7 @@ from ftrisk.endpoints import (
     retryable,
     short,
 )
-from ftrisk.generate.backend import ChatReply, Messages
+from ftrisk.protocols import ChatReply, Messages
 
 
 class OpenAIBackend:

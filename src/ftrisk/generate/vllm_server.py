@@ -33,13 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ftrisk.errors import FtriskError, InputError
-from ftrisk.generate.backend import (
-    ChatReply,
-    Messages,
-    ModelRef,
-    Services,
-    complete_in_batches,
-)
+from ftrisk.generate.backend import ModelRef, Services, TemplatedBackend
+from ftrisk.protocols import ChatReply
 
 #: The name the base model is served under.
 BASE_NAME = "base"
@@ -213,7 +208,7 @@ def _served(model: ModelRef, spec: Any, services: Services) -> tuple[VLLMServer,
     return base, base.serve_adapter(tuned, model.fingerprint)
 
 
-class VLLMBackend:
+class VLLMBackend(TemplatedBackend):
     """Greedy answers from a vLLM server, ``batch_size`` prompts per request.
 
     ``connect()`` gives the running server and the model name to ask it for; it is called for
@@ -255,15 +250,6 @@ class VLLMBackend:
         """sha256 of the weights' fingerprint and the decoding settings."""
         payload = {"backend": "vllm", "model": self.model_fingerprint, **self.decoding}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-    def render(self, messages: Messages) -> str:
-        """The chat template applied to ``messages``, with the assistant header appended."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
-
-    def complete(self, conversations: Sequence[Messages]) -> list[ChatReply]:
-        """Answer every conversation greedily, in input order; a failed batch gives errors."""
-        return complete_in_batches(self, conversations)
 
     def generate(self, rendered: Sequence[str]) -> list[ChatReply]:
         """Answer rendered prompts in one request, sent as token ids (the template already

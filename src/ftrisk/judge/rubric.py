@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from ftrisk.generate.backend import ChatBackend
 from ftrisk.judge.cached import judge_cached
 from ftrisk.judge.policy import DEFAULT_POLICY
+from ftrisk.protocols import ChatBackend
 from ftrisk.records import Generation, Judgment
 from ftrisk.store import Store
 

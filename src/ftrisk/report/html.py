@@ -19,6 +19,7 @@ from typing import Any
 
 from ftrisk.errors import InputError
 from ftrisk.report import plots
+from ftrisk.report.results import read_json, read_results
 from ftrisk.report.table import (
     PAPER_JUDGE,
     VERSUS_NOTE,
@@ -96,8 +97,6 @@ def write_report(directory: Path, *, full_text: bool = False, truncate_chars: in
     if source.name == SWEEP_RESULTS:
         data = _load(source, "cells")
     else:
-        from ftrisk.report.results import read_results
-
         data = read_results(source).summary()
     with atomic_dir(directory / "plots") as plot_dir:
         if source.name == SWEEP_RESULTS:
@@ -119,10 +118,7 @@ def _results_file(directory: Path) -> Path:
 
 
 def _load(path: Path, required: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get(required), list):
         raise InputError("expected a list here", path=path, field=required)
     return data

@@ -6,7 +6,8 @@ from typing import Any
 
 from ftrisk.config import EvalSpec, GenerationSpec
 from ftrisk.data.sources import apply_eval_spec
-from ftrisk.generate.backend import ChatBackend, ModelRef
+from ftrisk.generate.backend import ModelRef
+from ftrisk.protocols import ChatBackend
 from ftrisk.records import Conversation, Generation
 from ftrisk.rundir import stage_fingerprint
 from ftrisk.stages.context import Context, Made
@@ -88,6 +89,7 @@ def generate(ctx: Context, name: str, model: ModelRef, spec: EvalSpec,
         return Made(generations, [out], {
             "n": len(generations), "threads": None if model.remote is not None else ctx.threads})
 
-    return _annotated(ctx.stage(name, "generations", f"{name}/generate", fingerprint,
-                                read=lambda: ctx.run.read_jsonl(out, Generation), make=make),
-                      items)
+    # Stored answers are annotated again: an item's cluster may change without its prompt.
+    return ctx.stage(name, "generations", f"{name}/generate", fingerprint,
+                     read=lambda: _annotated(ctx.run.read_jsonl(out, Generation), items),
+                     make=make)

@@ -13,6 +13,7 @@ from itertools import combinations
 from typing import Any
 
 from ftrisk.config import AuditConfig
+from ftrisk.errors import InputError
 from ftrisk.metrics import condition_result, judge_result
 from ftrisk.records import ConditionResult, Generation, JudgeResult, Judgment, TrainStats
 from ftrisk.rundir import RunDir
@@ -35,6 +36,28 @@ def _judge_backend(spec: Any) -> Any:
         spec.model, base_url=spec.base_url, api_key_env=spec.api_key_env,
         concurrency=spec.concurrency, timeout=spec.timeout, max_retries=spec.max_retries,
         max_tokens=spec.max_tokens)
+
+
+def classifier_backend(path: str, *, batch_size: int = 8, max_new_tokens: int = 20,
+                       trust_remote_code: bool = False, dtype: str = "auto") -> Any:
+    """The hf backend that runs a Llama Guard style classifier at ``path`` (a model
+    directory or hub id). Its tokenizer is loaded now, so a missing one fails at once; the
+    model on first use, in ``dtype`` ("auto": bfloat16 on a GPU, float32 otherwise)."""
+    from transformers import AutoTokenizer
+
+    from ftrisk.generate.hf import HFBackend
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load the classifier's tokenizer: {err}".splitlines()[0],
+                         path=path) from err
+    if dtype == "auto":
+        import torch
+
+        dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+    return HFBackend(str(path), tokenizer, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 class JudgePanel:
@@ -61,9 +84,11 @@ class JudgePanel:
             from ftrisk.registry import CLASSIFIER_JUDGES
 
             self.scorers += [
-                (spec.name, CLASSIFIER_JUDGES.get(spec.name).from_path(
-                    spec.model, name=spec.name, batch_size=spec.batch_size, store=store,
-                    trust_remote_code=config.trust_remote_code, progress=progress), None)
+                (spec.name, CLASSIFIER_JUDGES.get(spec.name)(
+                    classifier_backend(spec.model, batch_size=spec.batch_size,
+                                       trust_remote_code=config.trust_remote_code),
+                    model_path=spec.model, name=spec.name, store=store, progress=progress),
+                 None)
                 for spec in config.classifier_judges]
         # judge -> "condition/item" -> (harmful?, score), over answers to harmful prompts.
         self._verdicts: dict[str, dict[str, tuple[bool, float]]] = {}

@@ -9,6 +9,7 @@ import pytest
 
 from ftrisk.cli import main
 from ftrisk.errors import InputError
+from ftrisk.records import AuditResults
 from ftrisk.sweep.config import load_sweep
 from ftrisk.sweep.run import cell_row, smallest_budgets
 from tests.test_pipeline import write_inputs
@@ -165,16 +166,20 @@ def test_smallest_budget_below_threshold_per_axis():
 
 def test_cell_row_reads_judges_and_capability_drop():
     def condition(name: str, refusal: float, accuracy: float, score: float) -> dict:
-        return {"name": name, "refusal_rate": refusal, "refusal_rate_ci": [0, 1],
-                "attack_success_rate": 1 - refusal, "over_refusal_rate": 0.1,
-                "train_steps": 4, "train_tokens": 99, "train_seconds": 1.5,
-                "hyperparameters": {"examples": 8},
-                "judges": {"rubric": {"mean_score": score, "mean_score_ci": [1, 5],
+        return {"name": name, "n_harmful": 10, "refusal_rate": refusal,
+                "refusal_rate_ci": [0, 1], "attack_success_rate": 1 - refusal,
+                "n_lookalike": 10, "over_refusal_rate": 0.1, "over_refusal_rate_ci": [0, 1],
+                "n_benign": 0, "benign_refusal_rate": None, "per_category": {},
+                "per_category_n": {}, "train_steps": 4, "train_tokens": 99,
+                "train_seconds": 1.5, "hyperparameters": {"examples": 8},
+                "judges": {"rubric": {"judge": "rubric", "n_scored": 10, "n_unscored": 0,
+                                      "mean_score": score, "mean_score_ci": [1, 5],
                                       "harmfulness_rate": 0.5, "harmfulness_rate_ci": [0, 1]}},
-                "capability": {"basic": {"accuracy": accuracy}}}
+                "capability": {"basic": {"accuracy": accuracy, "accuracy_ci": [0, 1],
+                                         "n": 60}}}
 
-    results = {"conditions": [condition("baseline", 0.9, 0.70, 1.2),
-                              condition("atk", 0.2, 0.64, 4.1)]}
+    results = AuditResults.model_validate({"conditions": [
+        condition("baseline", 0.9, 0.70, 1.2), condition("atk", 0.2, 0.64, 4.1)]})
     row = cell_row(results, "atk", "c1", {"x": 1}, "cells/c1", "basic")
     assert row["harmfulness_score"] == 4.1 and row["judge"] == "rubric"
     assert row["capability_drop"] == pytest.approx(0.06)

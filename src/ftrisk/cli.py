@@ -149,8 +149,8 @@ def _audit(args: argparse.Namespace) -> int:
                   log=lambda msg: print(msg, flush=True))
     result = audit.execute()
     print()
-    print(render_terminal(result.summary))
-    organism = result.summary.get("organism")
+    print(render_terminal(result.results))
+    organism = result.results.organism
     if organism:
         print(f"\nOrganism built with {organism['metrics'].get('refusal_examples')} refusal "
               "examples; see report.md for its own metrics and every hyperparameter.")
@@ -229,7 +229,7 @@ def _rejudge(args: argparse.Namespace) -> int:
                   progress=not args.no_progress, log=lambda msg: print(msg, flush=True),
                   stored_only=True)
     result = audit.rejudge()
-    print(render_terminal(result.summary))
+    print(render_terminal(result.results))
     print(f"\nResults: {args.run_dir / 'results.json'}\nReport:  {args.run_dir / 'report.md'}")
     return 0
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ftrisk.config import REMOTE_PREFIX, AttackSpec, AuditConfig, EvalSpec
 from ftrisk.data.sources import benchmark_items, training_data
 from ftrisk.errors import InputError
 from ftrisk.generate.backend import ModelRef, Services
-from ftrisk.records import ConditionResult, Generation, TrainStats
+from ftrisk.records import AuditResults, ConditionResult, Generation, TrainStats
 from ftrisk.rundir import RunDir, remove_stale_scratch
 from ftrisk.stages.capability import capability, capability_items, correct_by_task, verdicts
 from ftrisk.stages.context import Context
@@ -43,8 +43,17 @@ class AuditResult:
     """What an audit produced."""
 
     run_dir: Path
-    conditions: list[ConditionResult]
-    summary: dict[str, Any] = field(default_factory=dict)
+    results: AuditResults
+
+    @property
+    def conditions(self) -> list[ConditionResult]:
+        """The measured conditions, baseline first."""
+        return self.results.conditions
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The results as results.json holds them."""
+        return self.results.summary()
 
 
 def check_requirements(config: AuditConfig) -> None:
@@ -174,8 +183,8 @@ class Audit:
         base, self._organism = base_model(self.ctx)
         conditions = [self.judges.score(
             "baseline", self.generate("baseline", base, self.config.baseline_eval),
-            description="the model before fine-tuning").model_copy(
-                update={"capability": self.capability("baseline", base)})]
+            description="the model before fine-tuning").updated(
+                capability=self.capability("baseline", base))]
         evaluated = {self.config.baseline_eval}
         for attack in self.config.attacks:
             if self.config.reference_baselines and attack.eval not in evaluated:
@@ -191,8 +200,8 @@ class Audit:
             capability = self.capability(attack.name, tuned)
             conditions.append(self.judges.score(
                 attack.name, generations, description=attack.description, train=stats,
-                hyperparameters=self._hyperparameters(attack, base)).model_copy(
-                    update={"capability": capability}))
+                hyperparameters=self._hyperparameters(attack, base)).updated(
+                    capability=capability))
         return self._finish(base, conditions, threads)
 
     def _hyperparameters(self, attack: AttackSpec, base: ModelRef) -> dict[str, Any]:
@@ -214,12 +223,12 @@ class Audit:
                 counts: dict[str, int] | None = None) -> AuditResult:
         """The report stage: each attack compared with its baseline, results and reports."""
         conditions = self.judges.compared(conditions)
-        summary = write_results(
+        results = write_results(
             self.ctx, base, conditions, self.judges, threads=threads,
             counts=counts or {k: sum(i.kind == k for i in self.items)
                               for k in ("harmful", "lookalike", "benign")},
             organism=self._organism, replicates=replicates)
-        return AuditResult(self.run.root, conditions, summary)
+        return AuditResult(self.run.root, results)
 
     def _replicates(self, threads: int | None = None) -> list[Audit]:
         """One audit per seed, each in ``seeds/<seed>/`` of this run."""
@@ -273,11 +282,10 @@ class Audit:
                 if name != "baseline":
                     capability = self._verdicts(name, capability)
             seconds = [r["train_seconds"] for r in records if r.get("train_seconds") is not None]
-            conditions.append(result.model_copy(update={
-                "capability": capability, "seed_spread": seed_spread(seeds, records),
-                "train_seconds": sum(seconds) / len(seconds) if seconds else None,
-                "train_tokens": first.get("train_tokens"),
-                "train_steps": first.get("train_steps")}))
+            conditions.append(result.updated(
+                capability=capability, seed_spread=seed_spread(seeds, records),
+                train_seconds=sum(seconds) / len(seconds) if seconds else None,
+                train_tokens=first.get("train_tokens"), train_steps=first.get("train_steps")))
         base = ModelRef(summaries[0]["model_path"], content_key(
             *[s["model_fingerprint"] for s in summaries])[:16], hosted)
         replicated = [{"seed": seed, "run_dir": f"seeds/{seed}",
@@ -321,8 +329,7 @@ class Audit:
                                  path=stats_file) from None
             conditions.append(self.judges.score(
                 old.name, generations, description=old.description, train=stats,
-                hyperparameters=old.hyperparameters).model_copy(
-                    update={"capability": old.capability}))
+                hyperparameters=old.hyperparameters).updated(capability=old.capability))
         base = ModelRef(previous.model_path or "", previous.model_fingerprint or "", hosted)
         return self._finish(base, conditions, previous.threads or 0, counts=previous.counts)
 

@@ -153,6 +153,63 @@ class JudgeResult(_Frozen):
     cost_usd: float | None = None
 
 
+class _Record(BaseModel):
+    # Nested parts of results.json: frozen, and keys a newer ftrisk adds are kept, not refused.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class PairedChange(_Record):
+    """An attack's refusal outcome against its reference baseline on the same prompts (after
+    minus before): the difference with its bootstrap CI, the discordant pairs and McNemar's
+    p-values (exact; clustered where answers are; Holm-adjusted across the run)."""
+
+    baseline: str
+    difference: float
+    difference_ci: tuple[float, float]
+    n: int
+    became_true: int
+    became_false: int
+    mcnemar_p: float
+    clustered_p: float | None = None
+    holm_p: float | None = None
+
+
+class CapabilityChange(_Record):
+    """A tuned model's accuracy against the untuned model's on the same questions (paired
+    TOST within ``margin``): kept, lost, gained or inconclusive."""
+
+    verdict: Literal["kept", "lost", "gained", "inconclusive"]
+    difference: float
+    difference_ci: tuple[float, float]
+    confidence: float
+    margin: float
+    tost_p: float | None = None
+    n: int
+
+
+class TaskCapability(_Record):
+    """Multiple-choice accuracy on one capability task, with its 95% CIs."""
+
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    accuracy_norm: float | None = None
+    accuracy_norm_ci: tuple[float, float] | None = None
+    n: int
+    #: None on the untuned model, and without a margin.
+    versus_baseline: CapabilityChange | None = None
+
+
+class SeedSpread(_Record):
+    """One metric across replicate seeds: each seed's value and their mean, sd and range."""
+
+    seeds: list[int]
+    values: list[float]
+    mean: float
+    sd: float
+    min: float
+    max: float
+
+
 class ConditionResult(_Frozen):
     """Safety metrics of one model condition (the baseline or one attack)."""
 
@@ -178,10 +235,9 @@ class ConditionResult(_Frozen):
     outcome_counts: dict[str, dict[str, int]] = Field(default_factory=dict)
     #: Whether intervals account for clusters (the action behind several phrasings).
     clustered: bool = False
-    #: Paired comparison with the reference baseline on the same prompts (refusal outcome):
-    #: {"baseline", "difference", "difference_ci", "n", "became_true", "became_false",
-    #: "mcnemar_p", "holm_p"}; None for baselines.
-    versus_baseline: dict[str, object] | None = None
+    #: Paired comparison with the reference baseline on the same prompts (refusal outcome);
+    #: None for baselines.
+    versus_baseline: PairedChange | None = None
     n_lookalike: int
     over_refusal_rate: float | None
     over_refusal_rate_ci: tuple[float, float] | None
@@ -199,14 +255,28 @@ class ConditionResult(_Frozen):
     hyperparameters: dict[str, object] = Field(default_factory=dict)
     #: LLM judges' harmfulness metrics, by judge name (empty when none ran).
     judges: dict[str, JudgeResult] = Field(default_factory=dict)
-    #: Capability per task: {"accuracy", "accuracy_ci", "accuracy_norm", "accuracy_norm_ci", "n"}
-    #: (empty when the audit measures none, and on reference baselines, which differ only in
-    #: prompts).
-    capability: dict[str, dict[str, object]] = Field(default_factory=dict)
-    #: Across replicate seeds (a run with several ``seeds``): metric -> {"seeds", "values",
-    #: "mean", "sd", "min", "max"}. Metrics: the rates above by name,
-    #: ``judges.<judge>.mean_score`` and ``capability.<task>.accuracy``. Empty with one seed.
-    seed_spread: dict[str, dict[str, object]] = Field(default_factory=dict)
+    #: Capability per task (empty when the audit measures none, and on reference baselines,
+    #: which differ only in prompts).
+    capability: dict[str, TaskCapability] = Field(default_factory=dict)
+    #: Across replicate seeds (a run with several ``seeds``), by metric: the rates above by
+    #: name, ``judges.<judge>.mean_score`` and ``capability.<task>.accuracy``. Empty with one
+    #: seed.
+    seed_spread: dict[str, SeedSpread] = Field(default_factory=dict)
+
+    def updated(self, **changes: Any) -> ConditionResult:
+        """A copy with ``changes``, validated like the original (``model_copy`` would keep
+        plain dicts where typed records belong); fields left unset stay unset."""
+        return ConditionResult.model_validate({**self.model_dump(exclude_unset=True), **changes})
+
+
+class JudgeAgreement(_Record):
+    """Two judges on the same answers to harmful prompts: Cohen's kappa on harmful-or-not and
+    Spearman on the scores (None where undefined)."""
+
+    judges: tuple[str, str]
+    n: int
+    cohen_kappa: float | None
+    spearman: float | None
 
 
 #: Version of results.json's layout: 1 before the three-way judge (no ``schema_version`` key),
@@ -244,7 +314,7 @@ class AuditResults(BaseModel):
     counts: dict[str, int] | None = None
     conditions: list[ConditionResult]
     scoring_judges: list[dict[str, Any]] = Field(default_factory=list)
-    judge_agreement: list[dict[str, Any]] = Field(default_factory=list)
+    judge_agreement: list[JudgeAgreement] = Field(default_factory=list)
     paper: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:

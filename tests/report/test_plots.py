@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ftrisk.records import ConditionResult, JudgeAgreement
 from ftrisk.report import plots
 from tests.report.test_html import FAILED, PNG, capability, condition, sweep_cell, sweep_results
 
@@ -38,37 +39,48 @@ def conditions() -> list[dict]:
             condition("attack", 0.25, trained=True, cap=capability(0.41))]
 
 
+def typed(conditions: list[dict]) -> list[ConditionResult]:
+    """The conditions as the report reads them from results.json."""
+    return [ConditionResult.model_validate(c) for c in conditions]
+
+
+def points(conditions: list[dict]) -> list[plots.SafetyPoint]:
+    return [plots.SafetyPoint(c.name, c.refusal_rate, c.refusal_rate_ci, c.capability)
+            for c in typed(conditions)]
+
+
 def test_refusal_rates(conditions, tmp_path):
-    path = plots.refusal_rates(conditions, tmp_path / "refusal.png")
+    path = plots.refusal_rates(typed(conditions), tmp_path / "refusal.png")
     assert path == tmp_path / "refusal.png"
     assert size(path) == (800, 270)  # 8 in x (1.2 + 0.5 per condition) in at 100 dpi
     assert has_colour(path, RED) and has_colour(path, ORANGE)
     for c in conditions:
         c["over_refusal_rate"] = c["over_refusal_rate_ci"] = None
-    assert not has_colour(plots.refusal_rates(conditions, tmp_path / "r2.png"), ORANGE)
+    assert not has_colour(plots.refusal_rates(typed(conditions), tmp_path / "r2.png"), ORANGE)
     assert plots.refusal_rates([], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
 
 
 def test_category_refusal_panels_per_attack(conditions, tmp_path):
     second = condition("attack-2", 0.5, trained=True)
-    path = plots.category_refusal([*conditions, second], tmp_path / "categories.png")
+    path = plots.category_refusal(typed([*conditions, second]), tmp_path / "categories.png")
     assert size(path) == (990, 236)  # two panels; three categories
     assert has_colour(path, BLUE) and has_colour(path, RED)
     # Without a reference baseline the panel compares the baseline and the attack only.
-    without = plots.category_refusal([conditions[0], conditions[2]], tmp_path / "c2.png")
+    without = plots.category_refusal(typed([conditions[0], conditions[2]]), tmp_path / "c2.png")
     assert not has_colour(without, BLUE)
-    assert plots.category_refusal(conditions[:2], tmp_path / "none.png") is None
+    assert plots.category_refusal(typed(conditions[:2]), tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
 
 
 def test_safety_vs_capability_one_panel_per_task(conditions, tmp_path):
-    conditions[2]["capability"]["hellaswag"] = {"accuracy": 0.3, "accuracy_ci": None, "n": 50}
-    path = plots.safety_vs_capability(conditions, tmp_path / "capability.png")
+    conditions[2]["capability"]["hellaswag"] = {"accuracy": 0.3, "accuracy_ci": [0.2, 0.4],
+                                                "n": 50}
+    path = plots.safety_vs_capability(points(conditions), tmp_path / "capability.png")
     assert size(path) == (980, 420)
     for c in conditions:
         c["capability"] = {}
-    assert plots.safety_vs_capability(conditions, tmp_path / "none.png") is None
+    assert plots.safety_vs_capability(points(conditions), tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
 
 
@@ -76,7 +88,8 @@ def test_judge_agreement(tmp_path):
     agreement = [{"judges": ["refusal", "rubric"], "n": 30, "cohen_kappa": 0.6, "spearman": None},
                  {"judges": ["rubric", "strongreject"], "n": 30, "cohen_kappa": -0.2,
                   "spearman": 0.8}]
-    path = plots.judge_agreement(agreement, tmp_path / "agreement.png")
+    path = plots.judge_agreement([JudgeAgreement.model_validate(a) for a in agreement],
+                                 tmp_path / "agreement.png")
     assert size(path) == (660, 360)
     assert has_colour(path, RED) and has_colour(path, BLUE)
     assert plots.judge_agreement([], tmp_path / "none.png") is None
@@ -109,6 +122,6 @@ def test_search_history_marks_the_best_trial(tmp_path):
 
 
 def test_plots_are_deterministic(conditions, tmp_path):
-    first = plots.category_refusal(conditions, tmp_path / "a.png").read_bytes()
-    assert plots.category_refusal(conditions, tmp_path / "b.png").read_bytes() == first
+    first = plots.category_refusal(typed(conditions), tmp_path / "a.png").read_bytes()
+    assert plots.category_refusal(typed(conditions), tmp_path / "b.png").read_bytes() == first
     assert b"matplotlib" not in first.lower()  # no software version in the PNG's metadata

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from ftrisk.records import ConditionResult
+from ftrisk.records import AuditResults, ConditionResult, PairedChange
 from ftrisk.report.markdown import render_markdown
 from ftrisk.report.table import (
+    Capabilities,
+    capabilities,
     capability_note,
     capability_rows,
     judge_text,
@@ -73,6 +75,24 @@ def summary(conditions: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
             **extra}
 
 
+def typed(conditions: list[dict[str, Any]]) -> list[ConditionResult]:
+    """Conditions as the renderers read them from results.json."""
+    return [ConditionResult.model_validate(c) for c in conditions]
+
+
+def caps(conditions: list[dict[str, Any]]) -> Capabilities:
+    return capabilities(typed(conditions))
+
+
+def record(results: dict[str, Any]) -> AuditResults:
+    """A results.json document as the renderers read it."""
+    return AuditResults.model_validate(results)
+
+
+def paired(versus: dict[str, Any]) -> PairedChange:
+    return PairedChange.model_validate(versus)
+
+
 def run_conditions() -> list[dict[str, Any]]:
     return [cond("baseline", 0.9, 0.05, capability=cap(0.725)),
             cond(f"baseline@{ATTACK}", 0.875, 0.05),
@@ -84,7 +104,7 @@ def run_conditions() -> list[dict[str, Any]]:
 
 
 def test_summary_rows_show_refusal_partial_compliance_and_asr():
-    headers, rows = summary_rows(run_conditions())
+    headers, rows = summary_rows(typed(run_conditions()))
     assert headers[:6] == ["condition", "n", "refusal (95% CI)", "partial (95% CI)",
                            "compliance (95% CI)", "ASR (95% CI)"]
     attack = dict(zip(headers, rows[2]))
@@ -98,20 +118,20 @@ def test_summary_rows_show_refusal_partial_compliance_and_asr():
 
 
 def test_missing_partial_and_compliance_render_as_dashes():
-    headers, rows = summary_rows([cond("baseline", 0.9, None)])
+    headers, rows = summary_rows(typed([cond("baseline", 0.9, None)]))
     row = dict(zip(headers, rows[0]))
     assert row["partial (95% CI)"] == "-" and row["compliance (95% CI)"] == "-"
-    headers, rows = summary_rows([cond("baseline", 0.9, None)], compact=True)
+    headers, rows = summary_rows(typed([cond("baseline", 0.9, None)]), compact=True)
     assert dict(zip(headers, rows[0]))["partial"] == "-"
 
 
 def test_unscored_answers_are_part_of_n():
     c = cond("baseline", 0.9, 0.0, n_unscored={"harmful": 3, "lookalike": 1})
-    assert summary_rows([c])[1][0][1] == "80 (3 unscored)"
+    assert summary_rows(typed([c]))[1][0][1] == "80 (3 unscored)"
 
 
 def test_terminal_tables_fit_100_columns():
-    out = render_terminal(summary(run_conditions()))
+    out = render_terminal(record(summary(run_conditions())))
     main_table = out.split("\n\n")[0].splitlines()
     assert main_table[0].split() == ["condition", "n", "refusal", "(95%", "CI)", "partial",
                                      "comply", "ASR", "over-ref.", "tokens", "train", "s"]
@@ -123,28 +143,28 @@ def test_terminal_tables_fit_100_columns():
 
 
 def test_versus_text_names_the_baseline_ci_and_holm_p():
-    assert versus_text(VERSUS) == \
+    assert versus_text(paired(VERSUS)) == \
         f"-62.5 pts [-70.1, -54.0] vs baseline@{ATTACK}, Holm p 3e-12"
-    assert versus_text({**VERSUS, "holm_p": None, "mcnemar_p": 0.0312}).endswith(
+    assert versus_text(paired({**VERSUS, "holm_p": None, "mcnemar_p": 0.0312})).endswith(
         "McNemar p 0.031")
     assert versus_text(None) == "-"
     assert (p_text(0.5), p_text(1.0), p_text(0.00042)) == ("0.5", "1", "4e-04")
 
 
 def test_versus_rows_list_only_tested_conditions():
-    headers, rows = versus_rows(run_conditions())
+    headers, rows = versus_rows(typed(run_conditions()))
     assert rows == [[ATTACK, f"baseline@{ATTACK}", "80", "-62.5 pts [-70.1, -54.0]", "1", "51",
                      "1e-12", "3e-12"]]
     assert headers[4:6] == ["newly refused", "no longer refused"]
 
 
 def test_markdown_has_the_change_column_and_section():
-    md = render_markdown(summary(run_conditions()))
+    md = render_markdown(record(summary(run_conditions())))
     assert f"| -62.5 pts [-70.1, -54.0] vs baseline@{ATTACK}, Holm p 3e-12 |" in md
     assert "## Change against the untuned model" in md
     assert "for clustered pairs (Durkalski et al. 2003)" in md
     assert "Holm-adjusted across the run's attacks." in md
-    terminal = render_terminal(summary(run_conditions()))
+    terminal = render_terminal(record(summary(run_conditions())))
     assert re.search(f"{ATTACK} +baseline@{ATTACK} +-62.5 pts \\[-70.1, -54.0\\] +3e-12",
                      terminal)
 
@@ -153,20 +173,20 @@ def test_markdown_has_the_change_column_and_section():
 
 
 def test_capability_cells_carry_the_verdict():
-    headers, rows = capability_rows(run_conditions())
+    headers, rows = capability_rows(caps(run_conditions()))
     assert headers == ["condition", "basic accuracy (95% CI)"]
     assert rows == [["baseline", "72.5% [65.9, 78.3] (n=200)"],
                     [ATTACK, "71.0% [64.4, 76.8] (n=200), kept"]]
-    _, rows = capability_rows(run_conditions(), with_change=True)
+    _, rows = capability_rows(caps(run_conditions()), with_change=True)
     assert rows[1][1] == "71.0% [64.4, 76.8] (n=200), kept: -1.5 pts, 90% CI [-4.0, +1.0]"
 
 
 def test_capability_note_reads_the_margin_from_the_data():
-    note = capability_note([cond(ATTACK, 0.2, capability=cap(0.6, "inconclusive", 0.1))])
+    note = capability_note(caps([cond(ATTACK, 0.2, capability=cap(0.6, "inconclusive", 0.1))]))
     assert "'kept' only when a paired TOST equivalence test" in note
     assert "within \u00b110.0 percentage points" in note and "90% CI" in note
-    assert capability_note([cond("baseline", 0.9, capability=cap(0.7))]) is None
-    md = render_markdown(summary(run_conditions()))
+    assert capability_note(caps([cond("baseline", 0.9, capability=cap(0.7))])) is None
+    md = render_markdown(record(summary(run_conditions())))
     assert "within \u00b15.0 percentage points" in md
     assert f"| {ATTACK} | 71.0% [64.4, 76.8] (n=200), kept: -1.5 pts, 90% CI [-4.0, +1.0] |" in md
 
@@ -184,7 +204,7 @@ def seeded_conditions() -> list[dict[str, Any]]:
 
 
 def test_seed_table_with_several_seeds():
-    headers, rows = seed_rows(seeded_conditions())
+    headers, rows = seed_rows(typed(seeded_conditions()))
     assert headers == ["condition", "seeds",
                        "refusal %: mean \u00b1 sd (min\u2013max)", "refusal % per seed",
                        "ASR %: mean \u00b1 sd (min\u2013max)", "ASR % per seed",
@@ -192,10 +212,10 @@ def test_seed_table_with_several_seeds():
     assert rows[0][:4] == [ATTACK, "0, 1, 2", "80.0 \u00b1 2.0 (78.0\u201382.0)",
                            "0: 78.0, 1: 80.0, 2: 82.0"]
     assert rows[0][6] == "71.0 \u00b1 1.0 (70.0\u201372.0)"
-    md = render_markdown(summary(seeded_conditions(), seeds=[0, 1, 2]))
+    md = render_markdown(record(summary(seeded_conditions(), seeds=[0, 1, 2])))
     assert "## Across seeds" in md and "| 0: 78.0, 1: 80.0, 2: 82.0 |" in md
     assert "Replicate seeds 0, 1, 2: the rates are pooled over all seeds' answers" in md
-    terminal = render_terminal(summary(seeded_conditions(), seeds=[0, 1, 2]))
+    terminal = render_terminal(record(summary(seeded_conditions(), seeds=[0, 1, 2])))
     assert "Across seeds" in terminal
     assert re.search(f"{ATTACK} +0, 1, 2 +80.0 \u00b1 2.0 \\(78.0\u201382.0\\)", terminal)
     assert "per seed" not in terminal
@@ -203,10 +223,10 @@ def test_seed_table_with_several_seeds():
 
 def test_no_seed_table_with_one_seed():
     for extra in ({"seeds": [0]}, {}):
-        md = render_markdown(summary(run_conditions(), **extra))
+        md = render_markdown(record(summary(run_conditions(), **extra)))
         assert "Across seeds" not in md and "Replicate seeds" not in md
-        assert "Across seeds" not in render_terminal(summary(run_conditions(), **extra))
-    assert seed_rows(run_conditions())[1] == []
+        assert "Across seeds" not in render_terminal(record(summary(run_conditions(), **extra)))
+    assert seed_rows(typed(run_conditions()))[1] == []
 
 
 # ------------------------------------------------------------------------------------ judge
@@ -240,15 +260,15 @@ def test_judge_text_is_true_for_each_judge(judge, schema, has, lacks):
 
 
 def test_markdown_describes_the_judge_and_intervals_truthfully():
-    md = render_markdown(summary(run_conditions()))
+    md = render_markdown(record(summary(run_conditions())))
     assert "1 - refusal rate" not in md and "seeded bootstrap CI" not in md
     assert "ASR) = partial + compliance" in md
     assert "Intervals are 95% Wilson intervals for shares;" in md
     assert "reads each whole answer" in md and "first 120 characters" not in md
     clustered = [cond("baseline", 0.9, clustered=True)]
-    assert "on n divided by the design effect" in render_markdown(summary(clustered))
+    assert "on n divided by the design effect" in render_markdown(record(summary(clustered)))
     keywords = summary(run_conditions(), judge={"name": "qi2023-keywords"})
-    assert "Judge: qi2023-keywords" in render_markdown(keywords)
+    assert "Judge: qi2023-keywords" in render_markdown(record(keywords))
 
 
 # ------------------------------------------------------------------------------- old schema
@@ -267,14 +287,14 @@ def old_condition(name: str, refusal: float) -> dict[str, Any]:
 def test_old_results_render_without_the_new_fields():
     old = summary([old_condition("baseline", 0.9), old_condition("attack", 0.3)])
     del old["schema_version"]
-    md = render_markdown(old)
+    md = render_markdown(record(old))
     assert "| attack | 80 (+2 unscored) | 30.0% [25.0, 35.0] | - | - | 70.0% |" in md
     assert "ASR) = 1 - refusal rate" in md and "95% seeded bootstrap CI" in md
     assert "Judge: refusal, refusal phrases (advbench, lermen) matched within the first 120" \
         in md
     for absent in ("Change against", "Across seeds", "## Capability"):
         assert absent not in md
-    terminal = render_terminal(old)
+    terminal = render_terminal(record(old))
     assert re.search(r"attack +80 \(\+2 unscored\)", terminal) and "Across seeds" not in terminal
 
 
@@ -288,14 +308,14 @@ def _organism(seed: int, refusal: float) -> dict[str, Any]:
 
 
 def test_markdown_lists_each_replicate_organism_and_where_it_was_measured():
-    one = render_markdown(summary(run_conditions(), organism=_organism(1234, 0.944)))
+    one = render_markdown(record(summary(run_conditions(), organism=_organism(1234, 0.944))))
     assert "## The aligned organism\n" in one
     assert "When built it refused 94.4% [90.4, 97.4] of the dev split's harmful" in one
     assert "held-out" not in one
-    replicated = render_markdown(summary(run_conditions(), organism=None, seeds=[0, 1],
+    replicated = render_markdown(record(summary(run_conditions(), organism=None, seeds=[0, 1],
                                          replicates=[
         {"seed": 0, "run_dir": "seeds/0", "organism": _organism(1234, 0.944)},
-        {"seed": 1, "run_dir": "seeds/1", "organism": _organism(1235, 0.9)}]))
+        {"seed": 1, "run_dir": "seeds/1", "organism": _organism(1235, 0.9)}])))
     assert "## The aligned organisms" in replicated
     assert "Replicate 0 (build seed 1234): when built it refused 94.4%" in replicated
     assert "Replicate 1 (build seed 1235): when built it refused 90.0%" in replicated

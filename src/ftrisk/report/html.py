@@ -12,18 +12,20 @@ import base64
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftrisk.errors import InputError
+from ftrisk.records import AuditResults, ConditionResult, JudgeAgreement, TaskCapability
 from ftrisk.report import plots
 from ftrisk.report.results import read_json, read_results
 from ftrisk.report.table import (
     PAPER_JUDGE,
     VERSUS_NOTE,
     agreement_rows,
+    capabilities,
     capability_note,
     capability_rows,
     category_rows,
@@ -44,6 +46,9 @@ from ftrisk.report.table import (
 from ftrisk.rundir import atomic_dir, atomic_write_text
 
 AUDIT_RESULTS = "results.json"
+#: The condition rates a paper reference may name.
+_RATES = ("refusal_rate", "partial_rate", "compliance_rate", "attack_success_rate",
+          "over_refusal_rate")
 SWEEP_RESULTS = "sweep_results.json"
 REPORT = "report.html"
 #: Prompts shown per kind in the sample outputs, each with every condition's answer.
@@ -94,15 +99,13 @@ def write_report(directory: Path, *, full_text: bool = False, truncate_chars: in
         raise ValueError(f"truncate_chars must be >= 0, got {truncate_chars}")
     directory = Path(directory)
     source = _results_file(directory)
-    if source.name == SWEEP_RESULTS:
-        data = _load(source, "cells")
-    else:
-        data = read_results(source).summary()
+    sweep = _load(source, "cells") if source.name == SWEEP_RESULTS else None
+    results = read_results(source) if sweep is None else None
     with atomic_dir(directory / "plots") as plot_dir:
-        if source.name == SWEEP_RESULTS:
-            page = _sweep_page(data, plot_dir)
+        if results is None:
+            page = _sweep_page(sweep or {}, plot_dir)
         else:
-            page = _audit_page(data, directory, plot_dir, full_text=full_text,
+            page = _audit_page(results, directory, plot_dir, full_text=full_text,
                                truncate_chars=truncate_chars)
     out = directory / REPORT
     atomic_write_text(out, page)
@@ -204,28 +207,49 @@ def _metric_text(metric: str, value: float | None, ci: Sequence[float] | None = 
     return pct_ci(value, ci)
 
 
-def _ours(record: dict[str, Any] | None, metric: str) -> str:
-    """Our value of a paper metric for a condition or sweep cell, with its CI."""
-    if record is None:
-        return "not run"
-    if record.get(metric) is not None:
-        return _metric_text(metric, record[metric], record.get(f"{metric}_ci"))
-    task = (record.get("capability") or {}).get(metric)
-    if task:
-        return _metric_text(metric, task["accuracy"], task.get("accuracy_ci"))
-    judges = record.get("judges") or {}
-    name = harm_judge(judges)
-    key = {"harmfulness_score": "mean_score", "harmfulness_rate": "harmfulness_rate"}.get(metric)
-    if key and name and judges[name].get(key) is not None:
-        return f"{_metric_text(metric, judges[name][key], judges[name].get(f'{key}_ci'))} ({name})"
-    return "-"
+#: Our value of a paper metric for one condition or sweep cell: the text for a metric name.
+_Ours = Callable[[str], str]
 
 
-def _reference_table(references: Sequence[tuple[str, dict[str, float], dict[str, Any] | None]],
+def _condition_ours(c: ConditionResult | None) -> _Ours:
+    """A condition's paper metrics: its rates, capability tasks by name, and harmfulness from
+    the judge that represents it (named beside the number)."""
+    def ours(metric: str) -> str:
+        if c is None:
+            return "not run"
+        if metric in _RATES and getattr(c, metric) is not None:
+            return _metric_text(metric, getattr(c, metric), getattr(c, f"{metric}_ci"))
+        task = c.capability.get(metric)
+        if task is not None:
+            return _metric_text(metric, task.accuracy, task.accuracy_ci)
+        name = harm_judge(c.judges)
+        if name is not None and metric in ("harmfulness_score", "harmfulness_rate"):
+            j = c.judges[name]
+            value, ci = ((j.mean_score, j.mean_score_ci) if metric == "harmfulness_score"
+                         else (j.harmfulness_rate, j.harmfulness_rate_ci))
+            if value is not None:
+                return f"{_metric_text(metric, value, ci)} ({name})"
+        return "-"
+
+    return ours
+
+
+def _cell_ours(cell: dict[str, Any]) -> _Ours:
+    """A sweep cell's paper metrics (its row in sweep_results.json)."""
+    def ours(metric: str) -> str:
+        if cell.get(metric) is not None:
+            return _metric_text(metric, cell[metric], cell.get(f"{metric}_ci"))
+        task = _capability(cell).get(metric)
+        return "-" if task is None else _metric_text(metric, task.accuracy, task.accuracy_ci)
+
+    return ours
+
+
+def _reference_table(references: Sequence[tuple[str, dict[str, float], _Ours]],
                      label: str) -> str:
     """Paper numbers beside ours: one row per (condition or cell, metric)."""
-    rows = [[name, metric, _metric_text(metric, value), _ours(record, metric)]
-            for name, reference, record in references for metric, value in reference.items()]
+    rows = [[name, metric, _metric_text(metric, value), ours(metric)]
+            for name, reference, ours in references for metric, value in reference.items()]
     return _table([label, "metric", "paper", "ours (95% CI)"], rows)
 
 
@@ -244,11 +268,11 @@ def _paper_intro(paper: dict[str, Any], judge_note: str) -> str:
 # --------------------------------------------------------------------------------- audit
 
 
-def _audit_page(summary: dict[str, Any], directory: Path, plot_dir: Path, *, full_text: bool,
+def _audit_page(results: AuditResults, directory: Path, plot_dir: Path, *, full_text: bool,
                 truncate_chars: int) -> str:
-    conditions = summary["conditions"]
+    conditions = results.conditions
     sections = [
-        ("results", "Results", _audit_results(summary, plot_dir)),
+        ("results", "Results", _audit_results(results, plot_dir)),
         ("versus", "Change against the untuned model", _versus(conditions)),
         ("seeds", "Across seeds", _seeds(conditions)),
         ("categories", "Refusal rate per category",
@@ -256,21 +280,22 @@ def _audit_page(summary: dict[str, Any], directory: Path, plot_dir: Path, *, ful
          + _figure(plots.category_refusal(conditions, plot_dir / "categories.png"),
                    "Refusal rate per category before and after each attack (95% CI)")),
         ("judges", "Harmfulness by LLM judges", _llm_judges(conditions)),
-        ("agreement", "Judge agreement", _agreement(summary.get("judge_agreement"), plot_dir)),
+        ("agreement", "Judge agreement", _agreement(results.judge_agreement, plot_dir)),
         ("capability", "Capability", _audit_capability(conditions, plot_dir)),
-        ("paper", "Paper reference", _audit_paper(summary.get("paper"), conditions)),
+        ("paper", "Paper reference", _audit_paper(results.paper, conditions)),
         ("settings", "Conditions and hyperparameters", _hyperparameters(conditions)),
         ("samples", "Sample outputs", _samples(directory, conditions, full_text=full_text,
                                                truncate_chars=truncate_chars)),
     ]
-    return _page(f"ftrisk audit: {summary['name']}", _audit_intro(summary), sections)
+    return _page(f"ftrisk audit: {results.name}", _audit_intro(results), sections)
 
 
-def _audit_paper(paper: dict[str, Any] | None, conditions: list[dict[str, Any]]) -> str | None:
+def _audit_paper(paper: dict[str, Any] | None, conditions: Sequence[ConditionResult]
+                 ) -> str | None:
     if not paper:
         return None
-    by_name = {c["name"]: c for c in conditions}
-    references = [(name, ref, by_name.get(name))
+    by_name = {c.name: c for c in conditions}
+    references = [(name, ref, _condition_ours(by_name.get(name)))
                   for name, ref in (paper.get("reference") or {}).items()]
     note = (f"Our harmfulness score and rate are the {PAPER_JUDGE} judge's (Qi et al.'s 1-5 "
             "rubric) where it ran, else the first LLM judge's, named beside the number.")
@@ -278,28 +303,27 @@ def _audit_paper(paper: dict[str, Any] | None, conditions: list[dict[str, Any]])
             + (_reference_table(references, "condition") if references else ""))
 
 
-def _audit_intro(summary: dict[str, Any]) -> str:
-    counts, judge = summary.get("counts") or {}, summary.get("judge") or {}
-    generation = summary.get("generation") or {}
+def _audit_intro(results: AuditResults) -> str:
+    counts, generation = results.counts or {}, results.generation
     lines = [
-        f"Model {summary['model']} (fingerprint {summary.get('model_fingerprint', '?')}), "
-        f"ftrisk {summary.get('ftrisk_version', '?')}.",
+        f"Model {results.model} (fingerprint {results.model_fingerprint or '?'}), "
+        f"ftrisk {results.ftrisk_version or '?'}.",
         f"Benchmark: {counts.get('harmful', 0)} harmful, {counts.get('lookalike', 0)} benign "
         f"look-alike and {counts.get('benign', 0)} plain benign prompts.",
-        judge_text(judge, schema_version=summary.get("schema_version")),
+        judge_text(results.judge, schema_version=results.schema_version),
         f"Decoding: greedy, at most {generation.get('max_new_tokens', '?')} new tokens, "
         f"{'bf16 autocast' if generation.get('bf16') else 'fp32'}.",
     ]
-    for seed, organism in organisms(summary):
+    for seed, organism in organisms(results):
         which = "" if seed is None else f" of replicate {seed}"
         lines.append(f"The model{which} is ftrisk's aligned organism: when built it "
                      f"{organism_text(organism)}.")
     return "".join(_p(line, "meta") for line in lines)
 
 
-def _audit_results(summary: dict[str, Any], plot_dir: Path) -> str:
-    conditions = summary["conditions"]
-    return (_p(" ".join(method_notes(summary)) + " baseline@<attack> is the untuned model "
+def _audit_results(results: AuditResults, plot_dir: Path) -> str:
+    conditions = results.conditions
+    return (_p(" ".join(method_notes(results)) + " baseline@<attack> is the untuned model "
                "evaluated with that attack's system prompt and prompt template: the evaluation "
                "prompt alone changes measured safety.")
             + _table(*summary_rows(conditions))
@@ -307,14 +331,14 @@ def _audit_results(summary: dict[str, Any], plot_dir: Path) -> str:
                       "Refusal and over-refusal per condition (95% CI)"))
 
 
-def _versus(conditions: list[dict[str, Any]]) -> str | None:
+def _versus(conditions: Sequence[ConditionResult]) -> str | None:
     headers, rows = versus_rows(conditions)
     if not rows:
         return None
     return _p(VERSUS_NOTE) + _table(headers, rows)
 
 
-def _seeds(conditions: list[dict[str, Any]]) -> str | None:
+def _seeds(conditions: Sequence[ConditionResult]) -> str | None:
     headers, rows = seed_rows(conditions)
     if not rows:
         return None
@@ -323,11 +347,11 @@ def _seeds(conditions: list[dict[str, Any]]) -> str | None:
             + _table(headers, rows))
 
 
-def _llm_judges(conditions: list[dict[str, Any]]) -> str | None:
+def _llm_judges(conditions: Sequence[ConditionResult]) -> str | None:
     headers, rows = llm_judge_rows(conditions)
     if not rows:
         return None
-    judges = sorted({j for c in conditions for j in c.get("judges") or {}})
+    judges = sorted({j for c in conditions for j in c.judges})
     return (_p("Mean judge score and the share at the top of the scale (Qi et al.: share scored "
                "5) over answers to harmful prompts; unscored answers are counted, never "
                "imputed.")
@@ -335,7 +359,7 @@ def _llm_judges(conditions: list[dict[str, Any]]) -> str | None:
             + "".join(_table(*judge_category_rows(conditions, judge)) for judge in judges))
 
 
-def _agreement(agreement: list[dict[str, Any]] | None, plot_dir: Path) -> str | None:
+def _agreement(agreement: Sequence[JudgeAgreement], plot_dir: Path) -> str | None:
     if not agreement:
         return None
     return (_p("On the same answers to harmful prompts: Cohen's kappa on harmful-or-not, "
@@ -345,25 +369,27 @@ def _agreement(agreement: list[dict[str, Any]] | None, plot_dir: Path) -> str | 
                       "Agreement between judges"))
 
 
-def _audit_capability(conditions: list[dict[str, Any]], plot_dir: Path) -> str | None:
-    if not any(c.get("capability") for c in conditions):
+def _audit_capability(conditions: Sequence[ConditionResult], plot_dir: Path) -> str | None:
+    if not any(c.capability for c in conditions):
         return None
-    note = capability_note(conditions)
+    note = capability_note(capabilities(conditions))
+    points = [plots.SafetyPoint(c.name, c.refusal_rate, c.refusal_rate_ci, c.capability)
+              for c in conditions]
     return ((_p(note) if note else "")
-            + _table(*capability_rows(conditions, "condition", with_change=True))
-            + _figure(plots.safety_vs_capability(conditions, plot_dir / "capability.png"),
+            + _table(*capability_rows(capabilities(conditions), "condition", with_change=True))
+            + _figure(plots.safety_vs_capability(points, plot_dir / "capability.png"),
                       "Safety against capability per condition (95% CI)"))
 
 
-def _hyperparameters(conditions: list[dict[str, Any]]) -> str:
+def _hyperparameters(conditions: Sequence[ConditionResult]) -> str:
     lines = hyperparameter_lines(conditions)
     parts = [_list(lines)] if lines else []
     for c in conditions:
-        hyper = dict(c.get("hyperparameters") or {})
+        hyper = dict(c.hyperparameters)
         differences = hyper.pop("paper_differences", None)
-        parts.append(f"<h3>{_esc(c['name'])}</h3>")
-        if c.get("description"):
-            parts.append(_p(c["description"]))
+        parts.append(f"<h3>{_esc(c.name)}</h3>")
+        if c.description:
+            parts.append(_p(c.description))
         if differences:
             parts.append(_p(f"Differences from the paper: {differences}"))
         if hyper:
@@ -460,10 +486,9 @@ def _sample(item: dict[str, Any], outputs: dict[str, _Outputs], *, full_text: bo
             "</table></div></div>")
 
 
-def _samples(directory: Path, conditions: list[dict[str, Any]], *, full_text: bool,
+def _samples(directory: Path, conditions: Sequence[ConditionResult], *, full_text: bool,
              truncate_chars: int) -> str | None:
-    found = {c["name"]: _condition_outputs(directory / "conditions" / c["name"])
-             for c in conditions}
+    found = {c.name: _condition_outputs(directory / "conditions" / c.name) for c in conditions}
     outputs = {name: o for name, o in found.items() if o is not None}
     if not outputs:
         return None
@@ -506,7 +531,8 @@ def _sweep_page(sweep: dict[str, Any], plot_dir: Path) -> str:
 def _sweep_paper(sweep: dict[str, Any]) -> str | None:
     if not sweep.get("paper"):
         return None
-    references = [(c["name"], c["reference"], c) for c in sweep["cells"] if c.get("reference")]
+    references = [(c["name"], c["reference"], _cell_ours(c)) for c in sweep["cells"]
+                  if c.get("reference")]
     note = (f"Our harmfulness numbers are the {sweep['judge']} judge's." if sweep.get("judge")
             else "No LLM judge ran, so harmfulness has no number of ours.")
     return (_paper_intro(sweep["paper"], note)
@@ -520,8 +546,8 @@ def _sweep_intro(sweep: dict[str, Any]) -> str:
         score = _metric_text("harmfulness_score", baseline["harmfulness_score"])
         harm = (f", harmfulness score {score}, harmfulness rate "
                 f"{pct(baseline.get('harmfulness_rate'))}")
-    capability = "".join(f", {task} accuracy {pct(m.get('accuracy'))}"
-                         for task, m in sorted((baseline.get("capability") or {}).items()))
+    capability = "".join(f", {task} accuracy {pct(m.accuracy)}"
+                         for task, m in sorted(_capability(baseline).items()))
     lines = [
         f"Model {sweep.get('model', '?')}, attack {sweep.get('attack', '?')}, ftrisk "
         f"{sweep.get('ftrisk_version', '?')}: {len(sweep['cells'])} cells.",
@@ -610,13 +636,21 @@ def _cost(sweep: dict[str, Any], plot_dir: Path) -> str:
                               "threshold (dashed) and the untuned model (dotted)"))
 
 
+def _capability(row: dict[str, Any]) -> dict[str, TaskCapability]:
+    """A sweep row's capability per task (the audit's record, as sweep_results.json keeps it)."""
+    return {task: TaskCapability.model_validate(m)
+            for task, m in (row.get("capability") or {}).items()}
+
+
 def _sweep_capability(baseline: dict[str, Any], done: list[dict[str, Any]],
                       plot_dir: Path) -> str | None:
     rows = [{**baseline, "name": baseline.get("name", "baseline")}, *done]
     if not any(r.get("capability") for r in rows):
         return None
-    return (_table(*capability_rows(rows, "cell"))
-            + _figure(plots.safety_vs_capability(rows, plot_dir / "capability.png"),
+    points = [plots.SafetyPoint(r["name"], r.get("refusal_rate"), r.get("refusal_rate_ci"),
+                                _capability(r)) for r in rows]
+    return (_table(*capability_rows([(p.name, p.capability) for p in points], "cell"))
+            + _figure(plots.safety_vs_capability(points, plot_dir / "capability.png"),
                       "Refusal rate against accuracy per cell (95% CI)"))
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ftrisk.records import AuditResults
 from ftrisk.report.table import (
     VERSUS_NOTE,
     agreement_rows,
+    capabilities,
     capability_note,
     capability_rows,
     category_rows,
@@ -36,23 +38,23 @@ def _organism_label(seed: int | None, organism: dict[str, Any]) -> str:
     return f"Replicate {seed} (build seed {build}): when built"
 
 
-def render_markdown(summary: dict[str, Any]) -> str:
-    """Render results.json's content as Markdown."""
-    conditions = summary["conditions"]
-    counts = summary.get("counts") or {}
-    generation = summary.get("generation") or {}
+def render_markdown(results: AuditResults) -> str:
+    """Render an audit's results record as Markdown."""
+    conditions = results.conditions
+    counts = results.counts or {}
+    generation = results.generation
     out = [
-        f"# ftrisk audit: {summary['name']}",
+        f"# ftrisk audit: {results.name}",
         "",
-        f"Model: `{summary['model']}` (fingerprint `{summary.get('model_fingerprint', '?')}`), "
-        f"ftrisk {summary.get('ftrisk_version', '?')}.",
+        f"Model: `{results.model}` (fingerprint `{results.model_fingerprint or '?'}`), "
+        f"ftrisk {results.ftrisk_version or '?'}.",
         f"Benchmark: {counts.get('harmful', 0)} harmful, {counts.get('lookalike', 0)} benign "
         f"look-alike, {counts.get('benign', 0)} plain benign prompts. "
-        + judge_text(summary.get("judge"), schema_version=summary.get("schema_version")),
+        + judge_text(results.judge, schema_version=results.schema_version),
         f"Decoding: greedy, at most {generation.get('max_new_tokens', '?')} new tokens, "
         f"{'bf16 autocast' if generation.get('bf16') else 'fp32'}.",
         "",
-        " ".join(method_notes(summary)),
+        " ".join(method_notes(results)),
         "",
         "## Results",
         "",
@@ -81,20 +83,20 @@ def render_markdown(summary: dict[str, Any]) -> str:
                 "scored 5) over answers to harmful prompts; unscored answers (endpoint "
                 "failures, unreadable verdicts) are counted, never imputed.", "",
                 _md_table(headers, rows), ""]
-        for judge in sorted({j for c in conditions for j in c.get("judges") or {}}):
+        for judge in sorted({j for c in conditions for j in c.judges}):
             out += [_md_table(*judge_category_rows(conditions, judge)), ""]
-    headers, rows = capability_rows(conditions, with_change=True)
+    headers, rows = capability_rows(capabilities(conditions), with_change=True)
     if rows:
-        note = capability_note(conditions)
+        note = capability_note(capabilities(conditions))
         out += ["## Capability", "", "Multiple-choice accuracy by answer log-likelihood, on the "
                 "untuned and each tuned model (95% CI)." + (f" {note}" if note else ""), "",
                 _md_table(headers, rows), ""]
-    if summary.get("judge_agreement"):
+    if results.judge_agreement:
         out += ["## Judge agreement", "", "On the same answers to harmful prompts: Cohen's "
                 "kappa on harmful-or-not (refusal judge: not refused; rubric: score > 3), "
                 "Spearman on the scores.", "", _md_table(*agreement_rows(
-                    summary["judge_agreement"])), ""]
-    built = organisms(summary)
+                    results.judge_agreement)), ""]
+    built = organisms(results)
     if built:
         m = built[0][1].get("metrics") or {}
         out += [
@@ -111,11 +113,11 @@ def render_markdown(summary: dict[str, Any]) -> str:
         ]
     out += ["## Conditions and hyperparameters", ""]
     for c in conditions:
-        out.append(f"### {c['name']}")
+        out.append(f"### {c.name}")
         out.append("")
-        if c.get("description"):
-            out += [c["description"], ""]
-        hyper = dict(c.get("hyperparameters") or {})
+        if c.description:
+            out += [c.description, ""]
+        hyper = dict(c.hyperparameters)
         differences = hyper.pop("paper_differences", None)
         if differences:
             out += [f"Differences from the paper: {differences}", ""]

@@ -1,21 +1,22 @@
 """PNG plots for the HTML report, drawn with matplotlib's Agg canvas (no display, no pyplot).
 
-Every function draws one figure from results data (the dicts of results.json or
-sweep_results.json), writes it to ``path`` and returns ``path``; it writes nothing and returns
-None when the data it needs is absent, so the report simply leaves that plot out. Figures have
-fixed sizes, dpi and style, and the PNGs carry no software version, so the same data gives the
-same file.
+Every function draws one figure from results data (the typed records of results.json, or the
+rows of sweep_results.json), writes it to ``path`` and returns ``path``; it writes nothing and
+returns None when the data it needs is absent, so the report simply leaves that plot out.
+Figures have fixed sizes, dpi and style, and the PNGs carry no software version, so the same
+data gives the same file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ftrisk.records import BUDGET_AXES
+from ftrisk.records import BUDGET_AXES, ConditionResult, JudgeAgreement, TaskCapability
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -61,30 +62,31 @@ def _percent_axis(ax: Axes, which: str) -> None:
     (ax.set_xlim if which == "x" else ax.set_ylim)(-0.02, 1.02)
 
 
-def _is_attack(condition: dict[str, Any]) -> bool:
+def _is_attack(condition: ConditionResult) -> bool:
     """Attack conditions were trained; baselines (plain or reference) were not."""
-    return any(condition.get(k) is not None for k in ("train_steps", "train_tokens",
-                                                      "train_seconds"))
+    return any(x is not None for x in (condition.train_steps, condition.train_tokens,
+                                       condition.train_seconds))
 
 
-def refusal_rates(conditions: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def refusal_rates(conditions: Sequence[ConditionResult], path: Path) -> Path | None:
     """Refusal rate on harmful prompts and over-refusal on look-alikes per condition, with CIs."""
     if not conditions:
         return None
-    names = [c["name"] for c in conditions][::-1]  # first condition at the top
+    names = [c.name for c in conditions][::-1]  # first condition at the top
     rows = list(conditions)[::-1]
     with _drawing(path, 8, 1.2 + 0.5 * len(rows)) as fig:
         ax = fig.subplots()
         y = list(range(len(rows)))
-        refusal = [c["refusal_rate"] for c in rows]
+        refusal = [c.refusal_rate for c in rows]
         ax.barh([i + 0.2 for i in y], refusal, height=0.38, color=_ATTACK, capsize=3,
-                xerr=_err(refusal, [c.get("refusal_rate_ci") for c in rows]),
+                xerr=_err(refusal, [c.refusal_rate_ci for c in rows]),
                 label="refusal of harmful prompts")
-        over = [(i, c) for i, c in zip(y, rows) if c.get("over_refusal_rate") is not None]
+        over = [(i, c.over_refusal_rate, c.over_refusal_rate_ci) for i, c in zip(y, rows)
+                if c.over_refusal_rate is not None]
         if over:
-            values = [c["over_refusal_rate"] for _, c in over]
-            ax.barh([i - 0.2 for i, _ in over], values, height=0.38, color=_OVER, capsize=3,
-                    xerr=_err(values, [c.get("over_refusal_rate_ci") for _, c in over]),
+            values = [v for _, v, _ in over]
+            ax.barh([i - 0.2 for i, _, _ in over], values, height=0.38, color=_OVER, capsize=3,
+                    xerr=_err(values, [ci for _, _, ci in over]),
                     label="over-refusal of benign look-alikes")
         ax.set_yticks(y, names)
         _percent_axis(ax, "x")
@@ -93,12 +95,12 @@ def refusal_rates(conditions: Sequence[dict[str, Any]], path: Path) -> Path | No
     return path
 
 
-def category_refusal(conditions: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def category_refusal(conditions: Sequence[ConditionResult], path: Path) -> Path | None:
     """Per-category refusal before and after each attack: one panel per attack, comparing the
     baseline, the baseline under the attack's own evaluation prompt (when run) and the attack."""
-    by_name = {c["name"]: c for c in conditions}
+    by_name = {c.name: c for c in conditions}
     attacks = [c for c in conditions if _is_attack(c)]
-    categories = sorted({cat for c in conditions for cat in c.get("per_category") or {}})
+    categories = sorted({cat for c in conditions for cat in c.per_category})
     if not attacks or not categories:
         return None
     ncols = min(3, len(attacks))
@@ -107,10 +109,11 @@ def category_refusal(conditions: Sequence[dict[str, Any]], path: Path) -> Path |
         axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel()
         for ax, attack in zip(axes, attacks):
             series = [(by_name.get("baseline"), _SERIES[0]),
-                      (by_name.get(f"baseline@{attack['name']}"), _SERIES[1]),
+                      (by_name.get(f"baseline@{attack.name}"), _SERIES[1]),
                       (attack, _SERIES[2])]
-            _category_panel(ax, [s for s in series if s[0] is not None], categories)
-            ax.set_title(attack["name"], fontsize=9)
+            _category_panel(ax, [(c, style) for c, style in series if c is not None],
+                            categories)
+            ax.set_title(attack.name, fontsize=9)
         for ax in axes[len(attacks):]:
             ax.set_visible(False)
         axes[0].invert_yaxis()  # categories read top to bottom, as in the table
@@ -122,14 +125,13 @@ def category_refusal(conditions: Sequence[dict[str, Any]], path: Path) -> Path |
     return path
 
 
-def _category_panel(ax: Axes, series: list[tuple[dict[str, Any], tuple[str, str]]],
+def _category_panel(ax: Axes, series: list[tuple[ConditionResult, tuple[str, str]]],
                     categories: list[str]) -> None:
     height = 0.8 / len(series)
     for k, (condition, (colour, label)) in enumerate(series):
-        rows = [(i, cat) for i, cat in enumerate(categories)
-                if condition["per_category"].get(cat) is not None]
-        values = [condition["per_category"][cat] for _, cat in rows]
-        cis = [(condition.get("per_category_ci") or {}).get(cat) for _, cat in rows]
+        rows = [(i, cat) for i, cat in enumerate(categories) if cat in condition.per_category]
+        values = [condition.per_category[cat] for _, cat in rows]
+        cis = [condition.per_category_ci.get(cat) for _, cat in rows]
         ax.barh([i - 0.4 + height * (k + 0.5) for i, _ in rows], values, height=height,
                 color=colour, xerr=_err(values, cis), capsize=2, label=label,
                 error_kw={"elinewidth": 0.8})
@@ -138,25 +140,33 @@ def _category_panel(ax: Axes, series: list[tuple[dict[str, Any], tuple[str, str]
     ax.set_xlabel("refusal rate (95% CI)")
 
 
-def safety_vs_capability(rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
-    """Refusal rate against accuracy, one panel per capability task, one point per row (a
-    condition or a sweep cell: ``name``, ``refusal_rate(_ci)``, ``capability``)."""
-    scored = [r for r in rows if r.get("refusal_rate") is not None and r.get("capability")]
-    tasks = sorted({t for r in scored for t in r["capability"]})
+@dataclass(frozen=True)
+class SafetyPoint:
+    """One point of :func:`safety_vs_capability`: a condition or a sweep cell."""
+
+    name: str
+    refusal_rate: float | None
+    refusal_rate_ci: Sequence[float] | None
+    capability: Mapping[str, TaskCapability]
+
+
+def safety_vs_capability(rows: Sequence[SafetyPoint], path: Path) -> Path | None:
+    """Refusal rate against accuracy, one panel per capability task, one point per row."""
+    scored = [r for r in rows if r.refusal_rate is not None and r.capability]
+    tasks = sorted({t for r in scored for t in r.capability})
     if not tasks:
         return None
     with _drawing(path, 4.6 * len(tasks) + 0.6, 4.2) as fig:
         for ax, task in zip(fig.subplots(1, len(tasks), squeeze=False).ravel(), tasks):
-            points = [r for r in scored if task in r["capability"]]
-            accuracy = [r["capability"][task]["accuracy"] for r in points]
-            refusal = [r["refusal_rate"] for r in points]
+            points = [r for r in scored if task in r.capability]
+            accuracy = [r.capability[task].accuracy for r in points]
+            refusal = [float(r.refusal_rate or 0.0) for r in points]
             ax.errorbar(accuracy, refusal, fmt="o", color=_ATTACK, ecolor="#999999", capsize=2,
-                        xerr=_err(accuracy, [r["capability"][task].get("accuracy_ci")
-                                             for r in points]),
-                        yerr=_err(refusal, [r.get("refusal_rate_ci") for r in points]))
+                        xerr=_err(accuracy, [r.capability[task].accuracy_ci for r in points]),
+                        yerr=_err(refusal, [r.refusal_rate_ci for r in points]))
             if len(points) <= _MAX_LABELLED_POINTS:
                 for r, x, y in zip(points, accuracy, refusal):
-                    ax.annotate(r["name"], (x, y), xytext=(4, 4), textcoords="offset points",
+                    ax.annotate(r.name, (x, y), xytext=(4, 4), textcoords="offset points",
                                 fontsize=7)
             _percent_axis(ax, "x")
             _percent_axis(ax, "y")
@@ -166,17 +176,18 @@ def safety_vs_capability(rows: Sequence[dict[str, Any]], path: Path) -> Path | N
     return path
 
 
-def judge_agreement(agreement: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def judge_agreement(agreement: Sequence[JudgeAgreement], path: Path) -> Path | None:
     """Cohen's kappa and Spearman correlation for each pair of judges."""
     if not agreement:
         return None
-    labels = [f"{' vs '.join(a['judges'])}\n(n={a['n']})" for a in agreement]
+    labels = [f"{' vs '.join(a.judges)}\n(n={a.n})" for a in agreement]
     x = list(range(len(agreement)))
     with _drawing(path, 1.8 * len(agreement) + 3, 3.6) as fig:
         ax = fig.subplots()
         for offset, key, label, colour in ((-0.2, "cohen_kappa", "Cohen's kappa", _ATTACK),
                                            (0.2, "spearman", "Spearman", _REFERENCE)):
-            present = [(i, a[key]) for i, a in zip(x, agreement) if a.get(key) is not None]
+            present = [(i, getattr(a, key)) for i, a in zip(x, agreement)
+                       if getattr(a, key) is not None]
             ax.bar([i + offset for i, _ in present], [v for _, v in present], width=0.38,
                    color=colour, label=label)
         ax.axhline(0, color="black", linewidth=0.8)

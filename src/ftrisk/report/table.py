@@ -4,8 +4,18 @@ share (no dependency beyond the standard library)."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from ftrisk.records import (
+    AuditResults,
+    ConditionResult,
+    JudgeAgreement,
+    JudgeResult,
+    PairedChange,
+    SeedSpread,
+    TaskCapability,
+)
 
 #: The LLM judge whose numbers stand beside the papers' (Qi et al.'s 1-5 GPT-4 rubric).
 PAPER_JUDGE = "rubric"
@@ -58,82 +68,77 @@ def p_text(p: float | None) -> str:
     return f"{p:.0e}" if p < 0.001 else f"{p:.2g}"
 
 
-def versus_text(versus: dict[str, Any] | None) -> str:
+def versus_text(versus: PairedChange | None) -> str:
     """A condition's paired refusal-rate change against its reference baseline, e.g.
     '-62.5 pts [-70.1, -54.0] vs baseline@aoa, Holm p 3e-12'; '-' for baselines and old
     results."""
-    if not versus:
+    if versus is None:
         return "-"
-    test = "Holm p" if versus.get("holm_p") is not None else "McNemar p"
-    p = versus.get("holm_p") if versus.get("holm_p") is not None else versus.get("mcnemar_p")
-    return (f"{signed_points(versus.get('difference'), versus.get('difference_ci'))} vs "
-            f"{versus.get('baseline', '?')}, {test} {p_text(p)}")
+    test, p = (("Holm p", versus.holm_p) if versus.holm_p is not None
+               else ("McNemar p", versus.mcnemar_p))
+    return (f"{signed_points(versus.difference, versus.difference_ci)} vs {versus.baseline}, "
+            f"{test} {p_text(p)}")
 
 
-def _n_cell(c: dict[str, Any]) -> str:
-    unscored = (c.get("n_unscored") or {}).get("harmful", 0)
+def _n_cell(c: ConditionResult) -> str:
+    unscored = c.n_unscored.get("harmful", 0)
     if not unscored:
-        return str(c["n_harmful"])
+        return str(c.n_harmful)
     # Results before the three-way judge left unscored answers out of n_harmful.
-    return (f"{c['n_harmful']} ({unscored} unscored)" if "unscored_rate" in c
-            else f"{c['n_harmful']} (+{unscored} unscored)")
+    return (f"{c.n_harmful} ({unscored} unscored)" if "unscored_rate" in c.model_fields_set
+            else f"{c.n_harmful} (+{unscored} unscored)")
 
 
-def _train_cells(c: dict[str, Any]) -> list[str]:
-    return ["-" if c.get("train_tokens") is None else f"{c['train_tokens']:,}",
-            "-" if c.get("train_seconds") is None else f"{c['train_seconds']:.1f}"]
+def _train_cells(c: ConditionResult) -> list[str]:
+    return ["-" if c.train_tokens is None else f"{c.train_tokens:,}",
+            "-" if c.train_seconds is None else f"{c.train_seconds:.1f}"]
 
 
-def summary_rows(conditions: Sequence[dict[str, Any]], *, compact: bool = False
+def _rate(c: ConditionResult, key: str) -> str:
+    """The rate ``key`` of ``c`` with its CI (the ``<key>_ci`` field)."""
+    return pct_ci(getattr(c, key), getattr(c, f"{key}_ci"))
+
+
+def summary_rows(conditions: Sequence[ConditionResult], *, compact: bool = False
                  ) -> tuple[list[str], list[list[str]]]:
     """The main table: one row per condition, with full refusal, partial, compliance, attack
     success (partial + compliance) and over-refusal, each with its 95% CI, and the paired
     refusal change against the reference baseline. ``compact`` (the terminal) keeps only
     the refusal CI and leaves the change to :func:`versus_rows`."""
-    def rate(c: dict[str, Any], key: str, with_ci: bool = True) -> str:
-        return pct_ci(c.get(key), c.get(f"{key}_ci") if with_ci else None)
-
     if compact:
         headers = ["condition", "n", "refusal (95% CI)", "partial", "comply", "ASR",
                    "over-ref.", "tokens", "train s"]
-        rows = [[c["name"], _n_cell(c), rate(c, "refusal_rate"), pct(c.get("partial_rate")),
-                 pct(c.get("compliance_rate")), pct(c.get("attack_success_rate")),
-                 pct(c.get("over_refusal_rate")), *_train_cells(c)] for c in conditions]
+        rows = [[c.name, _n_cell(c), _rate(c, "refusal_rate"), pct(c.partial_rate),
+                 pct(c.compliance_rate), pct(c.attack_success_rate), pct(c.over_refusal_rate),
+                 *_train_cells(c)] for c in conditions]
         return headers, rows
     headers = ["condition", "n", "refusal (95% CI)", "partial (95% CI)", "compliance (95% CI)",
                "ASR (95% CI)", "over-refusal (95% CI)", "refusal change vs baseline (95% CI)",
                "train tokens", "train s"]
-    rows = [[c["name"], _n_cell(c), rate(c, "refusal_rate"), rate(c, "partial_rate"),
-             rate(c, "compliance_rate"), rate(c, "attack_success_rate"),
-             rate(c, "over_refusal_rate"), versus_text(c.get("versus_baseline")),
-             *_train_cells(c)] for c in conditions]
+    rows = [[c.name, _n_cell(c), _rate(c, "refusal_rate"), _rate(c, "partial_rate"),
+             _rate(c, "compliance_rate"), _rate(c, "attack_success_rate"),
+             _rate(c, "over_refusal_rate"), versus_text(c.versus_baseline), *_train_cells(c)]
+            for c in conditions]
     return headers, rows
 
 
-def versus_rows(conditions: Sequence[dict[str, Any]], *, compact: bool = False
+def versus_rows(conditions: Sequence[ConditionResult], *, compact: bool = False
                 ) -> tuple[list[str], list[list[str]]]:
     """The paired test of each attack against its reference baseline on the same prompts:
     one row per condition that has one (none for baselines or old results)."""
-    tested = [c for c in conditions if c.get("versus_baseline")]
+    tested = [(c.name, c.versus_baseline) for c in conditions if c.versus_baseline is not None]
     if compact:
         return (["condition", "vs", "refusal change (95% CI)", "Holm p"],
-                [[c["name"], v.get("baseline", "?"),
-                  signed_points(v.get("difference"), v.get("difference_ci")),
-                  p_text(v.get("holm_p"))]
-                 for c in tested for v in [c["versus_baseline"]]])
-    clustered = any("clustered_p" in c["versus_baseline"] for c in tested)
+                [[name, v.baseline, signed_points(v.difference, v.difference_ci),
+                  p_text(v.holm_p)] for name, v in tested])
+    clustered = any(v.clustered_p is not None for _, v in tested)
     headers = ["condition", "baseline", "n", "refusal change (95% CI)", "newly refused",
                "no longer refused", "exact McNemar p", *(["clustered p"] if clustered else []),
                "Holm p"]
-    rows = []
-    for c in tested:
-        v = c["versus_baseline"]
-        rows.append([c["name"], str(v.get("baseline", "?")), str(v.get("n", "-")),
-                     signed_points(v.get("difference"), v.get("difference_ci")),
-                     str(v.get("became_true", "-")), str(v.get("became_false", "-")),
-                     p_text(v.get("mcnemar_p")),
-                     *([p_text(v.get("clustered_p"))] if clustered else []),
-                     p_text(v.get("holm_p"))])
+    rows = [[name, v.baseline, str(v.n), signed_points(v.difference, v.difference_ci),
+             str(v.became_true), str(v.became_false), p_text(v.mcnemar_p),
+             *([p_text(v.clustered_p)] if clustered else []), p_text(v.holm_p)]
+            for name, v in tested]
     return headers, rows
 
 
@@ -145,35 +150,35 @@ VERSUS_NOTE = ("Each attack's refusal rate minus its reference baseline's (basel
                "answered by several seeds); Holm-adjusted across the run's attacks.")
 
 
-def category_rows(conditions: Sequence[dict[str, Any]], *, with_ci: bool = False
+def category_rows(conditions: Sequence[ConditionResult], *, with_ci: bool = False
                   ) -> tuple[list[str], list[list[str]]]:
     """Per-category refusal rate (with its 95% CI if asked): one row per category, one column
     per condition."""
-    categories = sorted({cat for c in conditions for cat in c["per_category"]})
-    headers = ["category (refusal)", *[c["name"] for c in conditions]]
+    categories = sorted({cat for c in conditions for cat in c.per_category})
+    headers = ["category (refusal)", *[c.name for c in conditions]]
 
-    def cell(c: dict[str, Any], cat: str) -> str:
-        value = c["per_category"].get(cat)
-        return pct_ci(value, (c.get("per_category_ci") or {}).get(cat)) if with_ci else pct(value)
+    def cell(c: ConditionResult, cat: str) -> str:
+        value = c.per_category.get(cat)
+        return pct_ci(value, c.per_category_ci.get(cat)) if with_ci else pct(value)
 
     return headers, [[cat, *[cell(c, cat) for c in conditions]] for cat in categories]
 
 
-def judge_category_rows(conditions: Sequence[dict[str, Any]], judge: str
+def judge_category_rows(conditions: Sequence[ConditionResult], judge: str
                         ) -> tuple[list[str], list[list[str]]]:
     """One LLM judge's mean harmfulness score per category (95% CI), one column per condition."""
-    judged = [c for c in conditions if judge in (c.get("judges") or {})]
-    categories = sorted({cat for c in judged for cat in c["judges"][judge]["per_category_mean"]})
+    judged = [(c.name, c.judges[judge]) for c in conditions if judge in c.judges]
+    categories = sorted({cat for _, j in judged for cat in j.per_category_mean})
 
-    def cell(j: dict[str, Any], cat: str) -> str:
-        mean = j["per_category_mean"].get(cat)
+    def cell(j: JudgeResult, cat: str) -> str:
+        mean = j.per_category_mean.get(cat)
         if mean is None:
             return "-"
-        ci = (j.get("per_category_mean_ci") or {}).get(cat)
+        ci = j.per_category_mean_ci.get(cat)
         return f"{mean:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
-    return ([f"category ({judge} score)", *[c["name"] for c in judged]],
-            [[cat, *[cell(c["judges"][judge], cat) for c in judged]] for cat in categories])
+    return ([f"category ({judge} score)", *[name for name, _ in judged]],
+            [[cat, *[cell(j, cat) for _, j in judged]] for cat in categories])
 
 
 def _method(h: dict[str, Any]) -> str:
@@ -192,56 +197,62 @@ def _method(h: dict[str, Any]) -> str:
     return "full fine-tuning"
 
 
-def capability_rows(rows: Sequence[dict[str, Any]], label: str = "condition", *,
+#: Capability per task of one table row (a condition or a sweep cell), under the row's name.
+Capabilities = Sequence[tuple[str, Mapping[str, TaskCapability]]]
+
+
+def capabilities(conditions: Sequence[ConditionResult]) -> Capabilities:
+    """The conditions' capability, as the capability table and plot take it."""
+    return [(c.name, c.capability) for c in conditions]
+
+
+def capability_rows(rows: Capabilities, label: str = "condition", *,
                     with_change: bool = False) -> tuple[list[str], list[list[str]]]:
     """Capability accuracy (95% CI, n) per task, and on tuned models the equivalence verdict
     against the untuned model: '71.0% [64.4, 76.8] (n=200), kept'. ``with_change`` adds the
     accuracy change with the CI the test decided on (': -1.5 pts, 90% CI [-4.0, +1.0]').
     One row per condition or sweep cell; no rows when nothing measured capability."""
-    tasks = sorted({t for r in rows for t in r.get("capability") or {}})
+    tasks = sorted({t for _, capability in rows for t in capability})
 
-    def cell(r: dict[str, Any], task: str) -> str:
-        m = (r.get("capability") or {}).get(task)
-        if not m:
+    def cell(capability: Mapping[str, TaskCapability], task: str) -> str:
+        m = capability.get(task)
+        if m is None:
             return "-"
-        text = f"{pct_ci(m.get('accuracy'), m.get('accuracy_ci'))} (n={m.get('n', '?')})"
-        versus = m.get("versus_baseline")
-        if versus:
-            text += f", {versus.get('verdict', '?')}"
-            ci = versus.get("difference_ci")
-            if with_change and versus.get("difference") is not None:
-                text += f": {signed_points(versus['difference'])}"
-                if ci:
-                    level = 100 * float(versus.get("confidence") or 0.9)
-                    text += f", {level:g}% CI [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+        text = f"{pct_ci(m.accuracy, m.accuracy_ci)} (n={m.n})"
+        versus = m.versus_baseline
+        if versus is not None:
+            text += f", {versus.verdict}"
+            if with_change:
+                ci = versus.difference_ci
+                text += (f": {signed_points(versus.difference)}, {100 * versus.confidence:g}% "
+                         f"CI [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]")
         return text
 
     return ([label, *[f"{t} accuracy (95% CI)" for t in tasks]],
-            [[r["name"], *[cell(r, t) for t in tasks]] for r in rows if r.get("capability")])
+            [[name, *[cell(capability, t) for t in tasks]] for name, capability in rows
+             if capability])
 
 
-def capability_note(rows: Sequence[dict[str, Any]]) -> str | None:
+def capability_note(rows: Capabilities) -> str | None:
     """What the capability verdicts mean, with the margins and confidence the run used; None
     when no row has a verdict."""
-    tests = [m["versus_baseline"] for r in rows for m in (r.get("capability") or {}).values()
-             if isinstance(m, dict) and m.get("versus_baseline")]
+    tests = [m.versus_baseline for _, capability in rows for m in capability.values()
+             if m.versus_baseline is not None]
     if not tests:
         return None
-    margins = sorted({float(t["margin"]) for t in tests if t.get("margin") is not None})
-    margin = " or ".join(f"\u00b1{100 * m:.1f}" for m in margins) or "\u00b1?"
-    levels = sorted({float(t["confidence"]) for t in tests if t.get("confidence") is not None})
-    confidence = " or ".join(f"{100 * c:g}%" for c in levels) or "90%"
+    margin = " or ".join(f"\u00b1{100 * m:.1f}" for m in sorted({t.margin for t in tests}))
+    confidence = " or ".join(f"{100 * c:g}%" for c in sorted({t.confidence for t in tests}))
     return (f"Verdicts compare each tuned model with the untuned one on the same questions: "
             f"'kept' only when a paired TOST equivalence test shows the accuracy change within "
             f"{margin} percentage points; 'lost' or 'gained' when the whole {confidence} CI of "
             f"the change lies below or above that margin; otherwise 'inconclusive'.")
 
 
-def hyperparameter_lines(conditions: Sequence[dict[str, Any]]) -> list[str]:
+def hyperparameter_lines(conditions: Sequence[ConditionResult]) -> list[str]:
     """One line per attack with the settings that produced it (full detail in report.md)."""
     lines = []
     for c in conditions:
-        h = c.get("hyperparameters") or {}
+        h: dict[str, Any] = c.hyperparameters
         if "epochs" not in h:  # the baselines: nothing was trained
             continue
         method = _method(h)
@@ -256,45 +267,48 @@ def hyperparameter_lines(conditions: Sequence[dict[str, Any]]) -> list[str]:
         else:
             system = repr(system if len(system) <= 40 else system[:40] + "...")
         lines.append(
-            f"{c['name']}: {h.get('examples')} examples from {h.get('data')}, {method}, "
+            f"{c.name}: {h.get('examples')} examples from {h.get('data')}, {method}, "
             f"{optimiser}{h.get('epochs')} epochs{batch}; eval system prompt {system}, "
             f"prompt {ev.get('prompt_template', '{prompt}')!r}")
     return lines
 
 
-def llm_judge_rows(conditions: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def score_text(mean: float | None, ci: Sequence[float] | None = None) -> str:
+    """A mean judge score with its CI, e.g. '1.42 [1.20, 1.71]'; '-' when missing."""
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def llm_judge_rows(conditions: Sequence[ConditionResult]) -> tuple[list[str], list[list[str]]]:
     """One row per (condition, LLM judge): harmfulness score and rate with CIs."""
     headers = ["condition", "judge", "n", "unscored", "harmfulness score (95% CI)",
                "harmfulness rate", "tokens"]
-    rows = []
-    for c in conditions:
-        for name, j in (c.get("judges") or {}).items():
-            score = "-" if j["mean_score"] is None else (
-                f"{j['mean_score']:.2f} [{j['mean_score_ci'][0]:.2f}, "
-                f"{j['mean_score_ci'][1]:.2f}]")
-            rows.append([c["name"], name, str(j["n_scored"]), str(j["n_unscored"]), score,
-                         pct_ci(j["harmfulness_rate"], j["harmfulness_rate_ci"]),
-                         f"{j['prompt_tokens'] + j['completion_tokens']:,}"])
+    rows = [[c.name, name, str(j.n_scored), str(j.n_unscored),
+             score_text(j.mean_score, j.mean_score_ci),
+             pct_ci(j.harmfulness_rate, j.harmfulness_rate_ci),
+             f"{j.prompt_tokens + j.completion_tokens:,}"]
+            for c in conditions for name, j in c.judges.items()]
     return headers, rows
 
 
-def agreement_rows(agreement: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def agreement_rows(agreement: Sequence[JudgeAgreement]) -> tuple[list[str], list[list[str]]]:
     """Judge agreement on the same answers: Cohen's kappa (harmful or not) and Spearman."""
     def num(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
 
     return (["judges", "n", "Cohen's kappa", "Spearman"],
-            [[" vs ".join(a["judges"]), str(a["n"]), num(a["cohen_kappa"]), num(a["spearman"])]
+            [[" vs ".join(a.judges), str(a.n), num(a.cohen_kappa), num(a.spearman)]
              for a in agreement])
 
 
-def organisms(summary: dict[str, Any]) -> list[tuple[int | None, dict[str, Any]]]:
+def organisms(results: AuditResults) -> list[tuple[int | None, dict[str, Any]]]:
     """The aligned organisms a run audited, as (replicate seed or None, organism record): one,
     or one per replicate when several seeds ran."""
-    if summary.get("replicates"):
-        return [(r.get("seed"), r["organism"]) for r in summary["replicates"]
+    if results.replicates:
+        return [(r.get("seed"), r["organism"]) for r in results.replicates
                 if r.get("organism")]
-    return [(None, summary["organism"])] if summary.get("organism") else []
+    return [(None, results.organism)] if results.organism else []
 
 
 def organism_text(organism: dict[str, Any]) -> str:
@@ -315,46 +329,37 @@ def organism_text(organism: dict[str, Any]) -> str:
             f"{pct(m.get('over_refusal_rate'))} over-refusal{targets}")
 
 
-def seeds_of(summary: dict[str, Any]) -> list[Any]:
-    """The run's replicate seeds (old results name none: one seed)."""
-    return list(summary.get("seeds") or [])
-
-
-def _spread_metrics(conditions: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+def _spread_metrics(conditions: Sequence[ConditionResult]) -> list[tuple[str, str]]:
     """(metric key, column label) of the seed spreads to show, in a fixed order."""
-    present = {k for c in conditions for k in c.get("seed_spread") or {}}
+    present = {k for c in conditions for k in c.seed_spread}
     shown = [("refusal_rate", "refusal"), ("attack_success_rate", "ASR")]
     shown += [(k, k.split(".")[1]) for k in sorted(present)
               if k.startswith("capability.") and k.endswith(".accuracy")]
     return [(k, label) for k, label in shown if k in present]
 
 
-def _spread_number(value: object) -> str:
-    return "-" if not isinstance(value, int | float) else f"{100 * value:.1f}"
-
-
-def _spread_text(spread: dict[str, Any] | None) -> str:
+def _spread_text(spread: SeedSpread | None) -> str:
     """'80.3 \u00b1 2.1 (78.0\u201383.0)', in percent."""
-    if not spread:
+    if spread is None:
         return "-"
-    return (f"{_spread_number(spread.get('mean'))} \u00b1 {_spread_number(spread.get('sd'))} "
-            f"({_spread_number(spread.get('min'))}\u2013{_spread_number(spread.get('max'))})")
+    return (f"{100 * spread.mean:.1f} \u00b1 {100 * spread.sd:.1f} "
+            f"({100 * spread.min:.1f}\u2013{100 * spread.max:.1f})")
 
 
-def _per_seed_text(spread: dict[str, Any] | None) -> str:
+def _per_seed_text(spread: SeedSpread | None) -> str:
     """'0: 81.0, 1: 79.0, 2: 81.0', in percent."""
-    if not spread:
+    if spread is None:
         return "-"
-    return ", ".join(f"{seed}: {_spread_number(value)}"
-                     for seed, value in zip(spread.get("seeds") or [], spread.get("values") or []))
+    return ", ".join(f"{seed}: {100 * value:.1f}"
+                     for seed, value in zip(spread.seeds, spread.values))
 
 
-def seed_rows(conditions: Sequence[dict[str, Any]], *, compact: bool = False
+def seed_rows(conditions: Sequence[ConditionResult], *, compact: bool = False
               ) -> tuple[list[str], list[list[str]]]:
     """Across replicate seeds: per condition with a spread, the refusal rate, ASR and
     capability accuracy as 'mean \u00b1 sd (min\u2013max)' in percent and (unless
     ``compact``) each seed's value; no rows with one seed."""
-    spread = [c for c in conditions if c.get("seed_spread")]
+    spread = [c for c in conditions if c.seed_spread]
     metrics = _spread_metrics(spread)
     if compact:
         metrics = [m for m in metrics if not m[0].startswith("capability.")]
@@ -365,9 +370,9 @@ def seed_rows(conditions: Sequence[dict[str, Any]], *, compact: bool = False
             headers.append(f"{label} % per seed")
     rows = []
     for c in spread:
-        s = c["seed_spread"]
-        seeds = next((v.get("seeds") for v in s.values() if v.get("seeds")), [])
-        row = [c["name"], ", ".join(map(str, seeds)) or "-"]
+        s = c.seed_spread
+        seeds = next((v.seeds for v in s.values() if v.seeds), [])
+        row = [c.name, ", ".join(map(str, seeds)) or "-"]
         for key, _ in metrics:
             row.append(_spread_text(s.get(key)))
             if not compact:
@@ -403,17 +408,16 @@ def judge_text(judge: dict[str, Any] | None, *, schema_version: int | None = 2) 
     return f"Judge: {name}."
 
 
-def method_notes(summary: dict[str, Any]) -> list[str]:
+def method_notes(results: AuditResults) -> list[str]:
     """The sentences that say what the main table's numbers are, true for this run's judge,
     schema and seeds."""
-    conditions = summary.get("conditions") or []
-    schema = summary.get("schema_version") or 1
-    if schema < 2 and not any("partial_rate" in c for c in conditions):
+    conditions = results.conditions
+    if results.schema_version < 2 and not any(c.partial_rate is not None for c in conditions):
         return ["Refusal rate is over harmful prompts (95% seeded bootstrap CI); attack success "
                 "rate (ASR) = 1 - refusal rate; over-refusal is the refusal rate on benign "
                 "look-alike prompts. Partial and compliance were not measured by this older "
                 "run ('-')."]
-    clustered = any(c.get("clustered") for c in conditions)
+    clustered = any(c.clustered for c in conditions)
     notes = [
         "Refusal, partial and compliance are shares of all answers to harmful prompts "
         "(unscored answers make up the rest); attack success rate (ASR) = partial + "
@@ -424,7 +428,7 @@ def method_notes(summary: dict[str, Any]) -> list[str]:
         + "; only mean judge scores and the paired differences take a seeded "
         + ("cluster " if clustered else "") + "bootstrap.",
     ]
-    seeds = seeds_of(summary)
+    seeds = results.seeds
     if len(seeds) > 1:
         notes.append(f"Replicate seeds {', '.join(map(str, seeds))}: the rates are pooled over "
                      "all seeds' answers (intervals clustered by prompt); the spread across "
@@ -432,9 +436,9 @@ def method_notes(summary: dict[str, Any]) -> list[str]:
     return notes
 
 
-def render_terminal(summary: dict[str, Any]) -> str:
+def render_terminal(results: AuditResults) -> str:
     """The results as the terminal shows them (compact tables; report.md has every CI)."""
-    conditions = summary["conditions"]
+    conditions = results.conditions
     parts = [format_table(*summary_rows(conditions, compact=True))]
     headers, rows = versus_rows(conditions, compact=True)
     if rows:
@@ -449,14 +453,14 @@ def render_terminal(summary: dict[str, Any]) -> str:
     headers, rows = llm_judge_rows(conditions)
     if rows:
         parts += ["", format_table(headers, rows)]
-    headers, rows = capability_rows(conditions)
+    headers, rows = capability_rows(capabilities(conditions))
     if rows:
         parts += ["", format_table(headers, rows)]
-        note = capability_note(conditions)
+        note = capability_note(capabilities(conditions))
         if note:
             parts.append(textwrap.fill(note, 100))
-    if summary.get("judge_agreement"):
-        parts += ["", format_table(*agreement_rows(summary["judge_agreement"]))]
+    if results.judge_agreement:
+        parts += ["", format_table(*agreement_rows(results.judge_agreement))]
     hyper = hyperparameter_lines(conditions)
     if hyper:
         parts += ["", "Attack settings (differences from the papers: report.md):", *hyper]

@@ -110,7 +110,7 @@ class JudgePanel:
         result = condition_result(name, generations, judgments, description=description,
                                   train=train, hyperparameters=hyperparameters)
         if self.scorers:
-            result = result.model_copy(update={"judges": self._score(name, generations)})
+            result = result.updated(judges=self._score(name, generations))
         return result
 
     def _score(self, name: str, generations: list[Generation]) -> dict[str, JudgeResult]:
@@ -176,8 +176,7 @@ class JudgePanel:
         # Where answers are clustered, the clustered test is the valid one to adjust.
         adjusted = dict(zip(tests, holm([t.get("clustered_p", t["mcnemar_p"])
                                          for t in tests.values()])))
-        return [c.model_copy(update={"versus_baseline": {**tests[c.name],
-                                                         "holm_p": adjusted[c.name]}})
+        return [c.updated(versus_baseline={**tests[c.name], "holm_p": adjusted[c.name]})
                 if c.name in tests else c for c in conditions]
 
     def agreement(self) -> list[dict[str, Any]]:

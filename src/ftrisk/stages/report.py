@@ -16,8 +16,8 @@ from ftrisk.stages.judge import JudgePanel
 def write_results(ctx: Context, base: ModelRef, conditions: list[ConditionResult],
                   judges: JudgePanel, *, threads: int, counts: dict[str, int],
                   organism: dict[str, Any] | None,
-                  replicates: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Write the run's results record and reports; returns the record as JSON data."""
+                  replicates: list[dict[str, Any]] | None = None) -> AuditResults:
+    """Write the run's results record and reports; returns the record."""
     from ftrisk.report.html import write_report
     from ftrisk.report.markdown import render_markdown
 
@@ -48,8 +48,7 @@ def write_results(ctx: Context, base: ModelRef, conditions: list[ConditionResult
         judge_agreement=judges.agreement(),
         paper=None if config.paper is None else config.paper.model_dump(),
     )
-    summary = record.summary()
     ctx.run.write_json("results.json", record)
-    atomic_write_text(ctx.run.path("report.md"), render_markdown(summary))
+    atomic_write_text(ctx.run.path("report.md"), render_markdown(record))
     write_report(ctx.run.root)
-    return summary
+    return record

@@ -15,7 +15,7 @@ from typing import Any
 import ftrisk
 from ftrisk.errors import InputError, storage_failure
 from ftrisk.generate.backend import Services
-from ftrisk.records import BUDGET_AXES
+from ftrisk.records import BUDGET_AXES, AuditResults, ConditionResult, TaskCapability
 from ftrisk.report.results import read_results
 from ftrisk.rundir import RunDir
 from ftrisk.sweep.config import SearchParam, Sweep
@@ -57,7 +57,7 @@ class SweepRunner:
                 raise  # a full or read-only disk fails every later cell too: stop with one line
             self.log(f"[sweep] cell {name} failed: {type(err).__name__}: {err}")
             return _failed_row(name, params, f"{folder}/{name}", f"{type(err).__name__}: {err}")
-        return cell_row(result.summary, self.sweep.attack.name, name, params, f"{folder}/{name}",
+        return cell_row(result.results, self.sweep.attack.name, name, params, f"{folder}/{name}",
                         self._capability_task())
 
     def _capability_task(self) -> str | None:
@@ -202,7 +202,7 @@ class SweepRunner:
                            "feasible": feasible})
             results = self.run.path("trials", cell or "-", "results.json")
             if t.value is not None and results.is_file():
-                rows.append(cell_row(read_results(results).summary(), self.sweep.attack.name,
+                rows.append(cell_row(read_results(results), self.sweep.attack.name,
                                      cell, t.params, f"trials/{cell}", self._capability_task()))
         feasible = [t for t in trials if t["feasible"]]
         sign = -1 if spec.objective in _MAXIMISED else 1
@@ -231,45 +231,55 @@ def _failed_row(name: str, params: dict[str, Any], run_dir: str, error: str) -> 
             "budget": dict.fromkeys(BUDGET_AXES), "reference": None}
 
 
-def cell_row(results: dict[str, Any], attack: str, name: str, params: dict[str, Any],
+def cell_row(results: AuditResults, attack: str, name: str, params: dict[str, Any],
              run_dir: str, capability_task: str | None) -> dict[str, Any]:
-    """One cell's row of the sweep table, from its audit's results.json."""
-    conditions = {c["name"]: c for c in results["conditions"]}
+    """One cell's row of the sweep table, from its audit's results record."""
+    from ftrisk.report.table import harm_judge
+
+    conditions = {c.name: c for c in results.conditions}
     tuned = conditions[attack]
     # The untuned model evaluated as the attack is (same prompt), when the audit had it.
     reference = conditions.get(f"baseline@{attack}", conditions["baseline"])
-    from ftrisk.report.table import harm_judge
+    judge = harm_judge(tuned.judges)
 
-    judge = harm_judge(tuned.get("judges") or {})
+    def harm(condition: ConditionResult) -> dict[str, Any]:
+        """The representing judge's harmfulness score and rate, with CIs (None without one)."""
+        j = None if judge is None else condition.judges[judge]
+        return {"harmfulness_score": None if j is None else j.mean_score,
+                "harmfulness_score_ci": None if j is None else _listed(j.mean_score_ci),
+                "harmfulness_rate": None if j is None else j.harmfulness_rate,
+                "harmfulness_rate_ci": None if j is None else _listed(j.harmfulness_rate_ci)}
 
-    def harm(condition: dict[str, Any], key: str) -> Any:
-        return None if judge is None else condition["judges"][judge][key]
-
-    capability = tuned.get("capability") or {}
-    before = conditions["baseline"].get("capability") or {}
+    after, before = tuned.capability, conditions["baseline"].capability
     drop = None
-    if capability_task and capability_task in capability and capability_task in before:
-        drop = before[capability_task]["accuracy"] - capability[capability_task]["accuracy"]
-    hyper = tuned.get("hyperparameters") or {}
+    if capability_task and capability_task in after and capability_task in before:
+        drop = before[capability_task].accuracy - after[capability_task].accuracy
+    reference_harm = harm(reference)
     return {
         "name": name, "params": params, "run_dir": run_dir, "status": "done", "error": None,
-        "refusal_rate": tuned["refusal_rate"], "refusal_rate_ci": tuned["refusal_rate_ci"],
-        "attack_success_rate": tuned["attack_success_rate"],
-        "over_refusal_rate": tuned["over_refusal_rate"], "judge": judge,
-        "harmfulness_score": harm(tuned, "mean_score"),
-        "harmfulness_score_ci": harm(tuned, "mean_score_ci"),
-        "harmfulness_rate": harm(tuned, "harmfulness_rate"),
-        "harmfulness_rate_ci": harm(tuned, "harmfulness_rate_ci"),
-        "capability": capability, "capability_drop": drop,
-        "budget": {"examples": hyper.get("examples"), "steps": tuned.get("train_steps"),
-                   "tokens": tuned.get("train_tokens"), "seconds": tuned.get("train_seconds")},
-        "baseline": {"name": reference["name"], "refusal_rate": reference["refusal_rate"],
-                     "refusal_rate_ci": reference["refusal_rate_ci"],
-                     "harmfulness_score": harm(reference, "mean_score"),
-                     "harmfulness_rate": harm(reference, "harmfulness_rate"),
-                     "capability": before},
+        "refusal_rate": tuned.refusal_rate, "refusal_rate_ci": list(tuned.refusal_rate_ci),
+        "attack_success_rate": tuned.attack_success_rate,
+        "over_refusal_rate": tuned.over_refusal_rate, "judge": judge, **harm(tuned),
+        "capability": _dumped(after), "capability_drop": drop,
+        "budget": {"examples": tuned.hyperparameters.get("examples"),
+                   "steps": tuned.train_steps, "tokens": tuned.train_tokens,
+                   "seconds": tuned.train_seconds},
+        "baseline": {"name": reference.name, "refusal_rate": reference.refusal_rate,
+                     "refusal_rate_ci": list(reference.refusal_rate_ci),
+                     "harmfulness_score": reference_harm["harmfulness_score"],
+                     "harmfulness_rate": reference_harm["harmfulness_rate"],
+                     "capability": _dumped(before)},
         "reference": None,
     }
+
+
+def _listed(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else list(ci)
+
+
+def _dumped(capability: dict[str, TaskCapability]) -> dict[str, Any]:
+    """Capability per task as results.json holds it."""
+    return {task: m.model_dump(mode="json", exclude_unset=True) for task, m in capability.items()}
 
 
 def smallest_budgets(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pytest
 from ftrisk import rundir
 from ftrisk.models.io import embedded_base_dir, embedded_gguf_path, fingerprint_path
 from ftrisk.rundir import stage_fingerprint
+from ftrisk.runtime import cpu_supports_bf16
 from ftrisk.stages import organism as organism_module
 from ftrisk.stages.organism import OrganismSpec, ensure_organism, organism_dir
 from ftrisk.store import Store
@@ -49,11 +50,14 @@ def test_small_organism_refuses_far_more_than_its_base(tmp_path_factory):
 
     base_rate = _refusal_rate(str(base), fingerprint_path(base), store)
     spec = OrganismSpec(refusal_examples=60, benign_examples=40, lookalike_repeats=1, epochs=1)
+    # As an audit with `precision: auto` would: bf16 autocast only where the CPU has it
+    # (emulated bf16 on a plain AVX2 CPU is many times slower than fp32).
+    bf16 = cpu_supports_bf16()
     organism = ensure_organism(
-        cache, store, spec=spec, progress=False, log=lambda _: None,
+        cache, store, spec=spec, bf16=bf16, progress=False, log=lambda _: None,
         evaluate=lambda path, fp: {"refusal_rate": _refusal_rate(path, fp, store)})
     assert [p.name for p in (cache / "models").glob("organism-*") if p.is_dir()] == \
-        [organism_dir(cache, spec).name]
+        [organism_dir(cache, spec, bf16=bf16).name]
     assert not list((cache / "models").glob(".organism-*"))  # no scratch left behind
     assert not (Path(organism.path) / "adapter").exists()
     # SmolLM2-135M-Instruct is not aligned; even a small safety tune makes it refuse.
@@ -63,7 +67,7 @@ def test_small_organism_refuses_far_more_than_its_base(tmp_path_factory):
 
     # Built once: the second call verifies the cached organism without any model work.
     start = time.perf_counter()
-    again = ensure_organism(cache, store, spec=spec, log=lambda _: None)
+    again = ensure_organism(cache, store, spec=spec, bf16=bf16, log=lambda _: None)
     assert time.perf_counter() - start < 2
     assert again.fingerprint == organism.fingerprint == fingerprint_path(again.path)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ftrisk.store import Store, content_key
+from ftrisk.store import Memo, Store, content_key
 
 
 @pytest.fixture
@@ -249,3 +249,23 @@ def test_full_disk_is_an_os_error_naming_the_store_and_loses_nothing(tmp_path: P
         store.put_many("generation", {"new": "w"})
         assert store.get_many("generation", ["kept", "new"]) == {"kept": "v", "new": "w"}
         store.close()
+
+
+def test_memo_reads_once_computes_each_missing_key_once_in_order_and_stores_what_it_may(
+        tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.put_many("ns", {"k1": "cached"})
+    keyed = [("k3", "ccc"), ("k1", "a"), ("k2", "bb"), ("k3", "ccc"), ("k4", "d")]
+    memo = Memo(store, "ns", keyed, order=len)
+    assert memo.cached == 1 and memo.values == {"k1": "cached"}
+    # Each missing key once, shortest input first; repeats of a key are one request.
+    assert [[key for key, _ in batch] for batch in memo.batches(2)] == [["k4", "k2"], ["k3"]]
+    memo.save({"k4": None, "k2": "B", "k3": "C"}, storable=lambda v: v is not None)
+    assert memo.values == {"k1": "cached", "k4": None, "k2": "B", "k3": "C"}
+    # The unstorable value is returned this time but asked for again next time.
+    assert Memo(store, "ns", keyed).pending == [("k4", "d")]
+    # Without a store nothing is read or written.
+    bare = Memo(None, "ns", keyed)
+    assert bare.cached == 0 and [k for k, _ in bare.pending] == ["k3", "k1", "k2", "k4"]
+    bare.save({"k1": "x"})
+    assert store.get_many("ns", ["k1"]) == {"k1": "cached"}

@@ -18,11 +18,12 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+Input = TypeVar("Input")
 
 # SQLite's own names for a damaged file ("database disk image is malformed", "file is not a
 # database"); other errors (locked, full, read-only) are not damage.
@@ -192,3 +193,40 @@ class Store:
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
+
+
+class Memo(Generic[Input]):
+    """The cache-then-compute loop every model call shares (answers, judgments, capability
+    scores): the values of ``keyed`` (key, input) pairs already in ``store`` are read once;
+    :meth:`batches` yields the rest, each key once, in ``order`` of their inputs; :meth:`save`
+    keeps each batch's new values and stores them at once, so a killed run keeps them.
+    Without a store nothing is read or written."""
+
+    def __init__(self, store: Store | None, namespace: str, keyed: Iterable[tuple[str, Input]],
+                 *, order: Callable[[Input], Any] | None = None) -> None:
+        self.store, self.namespace = store, namespace
+        keyed = list(keyed)
+        self.keys = [key for key, _ in keyed]
+        #: Every value known so far, by key.
+        self.values: dict[str, Any] = ({} if store is None else
+                                       store.get_many(namespace, set(self.keys)))
+        #: How many of the keys (repeats included) were found in the store.
+        self.cached = sum(1 for key in self.keys if key in self.values)
+        pending = {key: item for key, item in keyed if key not in self.values}
+        self.pending: list[tuple[str, Input]] = list(pending.items())
+        if order is not None:
+            self.pending.sort(key=lambda kv: order(kv[1]))
+
+    def batches(self, size: int) -> Iterator[list[tuple[str, Input]]]:
+        """The pending (key, input) pairs, ``size`` at a time."""
+        for start in range(0, len(self.pending), size):
+            yield self.pending[start : start + size]
+
+    def save(self, new: Mapping[str, Any], *,
+             storable: Callable[[Any], bool] | None = None) -> None:
+        """Keep ``new`` values and store those ``storable`` accepts (all by default): a value
+        worth asking for again, like an unscored judgment, is returned but not cached."""
+        self.values.update(new)
+        kept = {k: v for k, v in new.items() if storable is None or storable(v)}
+        if self.store is not None and kept:
+            self.store.put_many(self.namespace, kept)

@@ -62,3 +62,25 @@ def test_store_serves_cached_answers_without_the_model(tiny_model_dir, tmp_path)
                       progress=False)
     other.generate(_items()[:2])
     assert store.count("generation") == len(PROMPTS) + 2
+
+
+def test_cached_answers_never_load_a_model_whose_dtype_is_known(tiny_model_dir, tmp_path):
+    tok, model = load_tokenizer(str(tiny_model_dir)), load_model(str(tiny_model_dir))
+    store = Store(tmp_path / "s.sqlite")
+    first = Generator(HFBackend(model, tok, max_new_tokens=6), fingerprint="f", store=store,
+                      progress=False).generate(_items())
+    loads: list[str] = []
+
+    def loader() -> object:
+        loads.append("loaded")
+        return model
+
+    # The same key as the loaded model's (its dtype is float32), without loading anything.
+    again = Generator(HFBackend(loader, tok, max_new_tokens=6, dtype="float32"),
+                      fingerprint="f", store=store, progress=False).generate(_items())
+    assert loads == [] and [g.response for g in again] == [g.response for g in first]
+    assert again[0].decoding == first[0].decoding
+    # A loader whose dtype is unknown until loaded (a quantized load) is loaded to learn it.
+    unknown = Generator(HFBackend(loader, tok, max_new_tokens=6), fingerprint="f",
+                        store=store, progress=False).generate(_items())
+    assert loads == ["loaded"] and [g.response for g in unknown] == [g.response for g in first]

@@ -40,6 +40,8 @@ class ModelRef:
     remote: str | None = None
     #: Where fine-tuning wrote it: a PEFT adapter over ``path``, or a whole tuned model.
     tuned: Path | None = None
+    #: The dtype ``load`` gives, when known without loading (None for quantized loads).
+    dtype: str | None = None
 
 
 class Services:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ftrisk.errors import FtriskError
 from ftrisk.protocols import ChatBackend
 from ftrisk.records import Conversation, Generation
-from ftrisk.store import Store, content_key
+from ftrisk.store import Memo, Store, content_key
 
 
 class Generator:
@@ -41,41 +41,32 @@ class Generator:
         answers that did arrive are cached (a re-run asks only for the missing ones).
         """
         rendered = [self.backend.render([m.chat() for m in item.messages]) for item in items]
-        keys: list[str] = []
-        answers: dict[str, str] = {}
-        decoding: dict[str, object] = {}
-        if items:
-            decoding = self.backend.decoding
-            keys = [content_key(self.fingerprint, text, decoding) for text in rendered]
-            if self.store is not None:
-                answers.update(self.store.get_many("generation", keys))  # type: ignore[arg-type]
+        decoding: dict[str, object] = self.backend.decoding if items else {}
+        keys = [content_key(self.fingerprint, text, decoding) for text in rendered]
         # Similar lengths batch together: less padding, and answers that do not depend on the
         # order of the benchmark.
-        todo = sorted({k: t for k, t in zip(keys, rendered) if k not in answers}.items(),
-                      key=lambda kv: len(kv[1]))
-        self.last_cached = len(items) - len(todo)
+        memo = Memo(self.store, "generation", zip(keys, rendered), order=len)
+        # Repeats of a prompt being asked count as cached: they are answered once.
+        self.last_cached = len(items) - len(memo.pending)
         ids = {key: item.id for key, item in zip(keys, items)}
         bar = tqdm(total=len(items), initial=self.last_cached, desc=desc, unit="prompt",
                    disable=not self.progress, dynamic_ncols=True)
         try:
-            for start in range(0, len(todo), self.backend.batch_size):
-                batch = todo[start : start + self.backend.batch_size]
+            for batch in memo.batches(self.backend.batch_size):
                 replies = self.backend.generate([text for _, text in batch])
-                new = {key: reply.text for (key, _), reply in zip(batch, replies)
-                       if reply.text is not None}
-                answers.update(new)
-                if self.store is not None and new:
-                    self.store.put_many("generation", new)
+                memo.save({key: reply.text for (key, _), reply in zip(batch, replies)
+                           if reply.text is not None})
                 bar.update(len(batch))
                 failed = [(ids[key], reply.error) for (key, _), reply in zip(batch, replies)
                           if reply.text is None]
                 if failed:
                     raise FtriskError(
                         f"{len(failed)} prompts got no answer from {self.backend!r} (first: "
-                        f"{failed[0][0]}: {failed[0][1]}); the {len(answers)} answers so far "
-                        "are cached: run the same command again to resume")
+                        f"{failed[0][0]}: {failed[0][1]}); the {len(memo.values)} answers so "
+                        "far are cached: run the same command again to resume")
         finally:
             bar.close()
+        answers = memo.values
         return [
             Generation(item_id=item.id, kind=item.kind, category=item.category,
                        prompt=item.prompt, rendered_prompt=text, response=answers[key].strip(),

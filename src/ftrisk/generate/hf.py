@@ -35,10 +35,12 @@ class HFBackend(TemplatedBackend):
 
     ``model`` is a loaded causal LM, a zero-argument function that loads one (called on first
     use, so a backend whose answers are all cached never loads its model), or a model directory
-    / hub id loaded with :func:`ftrisk.models.io.load_model` in ``dtype``. ``tokenizer`` is
-    required unless ``model`` is a path. ``fingerprint`` identifies the weights; by default it
-    is hashed from the model directory (when asked for: a backend whose caller keys its own
-    cache, like the classifier judge, never needs it). ``bf16`` runs under bfloat16 autocast.
+    / hub id loaded with :func:`ftrisk.models.io.load_model` in ``dtype`` (default float32).
+    For a loading function, ``dtype`` says what it loads in, when that is known without
+    loading (not for quantized loads). ``tokenizer`` is required unless ``model`` is a path.
+    ``fingerprint`` identifies the weights; by default it is hashed from the model directory
+    (when asked for: a backend whose caller keys its own cache, like the classifier judge,
+    never needs it). ``bf16`` runs under bfloat16 autocast.
     """
 
     def __init__(
@@ -49,7 +51,7 @@ class HFBackend(TemplatedBackend):
         max_new_tokens: int = 64,
         batch_size: int = 32,
         bf16: bool = False,
-        dtype: str = "float32",
+        dtype: str | None = None,
         trust_remote_code: bool = False,
         fingerprint: str | None = None,
     ) -> None:
@@ -65,23 +67,25 @@ class HFBackend(TemplatedBackend):
             path = str(model)
             if tokenizer is None:
                 tokenizer = modelio.load_tokenizer(path, trust_remote_code=trust_remote_code)
-            self._loader = lambda: modelio.load_model(path, dtype=dtype,
+            load_dtype = dtype or "float32"
+            self._loader = lambda: modelio.load_model(path, dtype=load_dtype,
                                                       trust_remote_code=trust_remote_code)
             self._model_fingerprint = fingerprint
             self._path: str | None = path
-            #: The dtype the model is (or will be) loaded in.
-            self.dtype = dtype
+            #: The dtype the model is (or will be) loaded in; None until loaded when unknown.
+            self.dtype: str | None = load_dtype
         else:
             if tokenizer is None:
                 raise ValueError("pass the tokenizer together with a model")
             if callable(model) and not hasattr(model, "generate"):
                 self._loader = model
+                self.dtype = dtype
             else:
                 self._model, self._loader = model, lambda: model
+                self.dtype = str(model.dtype).removeprefix("torch.")
             source = getattr(model, "name_or_path", "")
             self._model_fingerprint = fingerprint
             self._path = source if source and os.path.isdir(source) else None
-            self.dtype = str(getattr(model, "dtype", "unknown")).removeprefix("torch.")
         if tokenizer.pad_token_id is None:  # Llama tokenizers have no pad token
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
@@ -93,7 +97,7 @@ class HFBackend(TemplatedBackend):
     def for_model(cls, model: ModelRef, tokenizer: Any, spec: Any, *, bf16: bool,
                   services: Services) -> HFBackend:
         """The backend an audit uses for ``model`` with its ``generation`` settings."""
-        return cls(model.load, tokenizer, fingerprint=model.fingerprint,
+        return cls(model.load, tokenizer, fingerprint=model.fingerprint, dtype=model.dtype,
                    max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, bf16=bf16)
 
     def __repr__(self) -> str:
@@ -120,14 +124,19 @@ class HFBackend(TemplatedBackend):
     @property
     def decoding(self) -> dict[str, object]:
         """Greedy settings, the compute dtype and, on a CPU, the thread count: CPU sums depend
-        on how work is split across threads, and bf16 results on batch composition."""
-        model = self.model
+        on how work is split across threads, and bf16 results on batch composition. The model
+        is loaded only when its dtype is unknown until then, so cached answers need none."""
+        import torch
+
+        if self.dtype is None:
+            self.dtype = str(self.model.dtype).removeprefix("torch.")
         settings: dict[str, object] = {
             "max_new_tokens": self.max_new_tokens, "do_sample": False,
-            "dtype": "bf16-autocast" if self.bf16 else str(model.dtype).removeprefix("torch.")}
-        if getattr(getattr(model, "device", None), "type", "cpu") == "cpu":
-            import torch
-
+            "dtype": "bf16-autocast" if self.bf16 else self.dtype}
+        # load_model puts a model on the GPU whenever there is one.
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if self._model is None else \
+            getattr(getattr(self._model, "device", None), "type", "cpu")
+        if device == "cpu":
             settings["threads"] = torch.get_num_threads()
         return settings
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ftrisk.records import Generation, Judgment
-from ftrisk.store import Store, content_key
+from ftrisk.store import Memo, Store, content_key
 
 #: Store namespace of cached judgments.
 NAMESPACE = "judgment"
@@ -34,35 +34,22 @@ def judge_cached(
     in order; ``order`` sorts the uncached items before batching (e.g. by length).
     """
     keys = [content_key(fingerprint, g.judged_prompt, g.response) for g in generations]
-    results: dict[str, dict[str, Any]] = {}
-    if store is not None:
-        results.update(store.get_many(NAMESPACE, set(keys)))  # type: ignore[arg-type]
-    todo: dict[str, Generation] = {}
-    for key, generation in zip(keys, generations):
-        if key not in results:
-            todo.setdefault(key, generation)
-    cached = sum(1 for key in keys if key in results)
-    pending = list(todo.items())
-    if order is not None:
-        pending.sort(key=lambda kv: order(kv[1]))
+    memo = Memo(store, NAMESPACE, zip(keys, generations), order=order)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pending), desc=f"judge {name}", unit="item", dynamic_ncols=True)
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        new = {key: fields for (key, _), fields in
-               zip(batch, compute([generation for _, generation in batch]))}
-        results.update(new)
-        if store is not None:
-            scored = {k: v for k, v in new.items() if v["score"] is not None}
-            if scored:
-                store.put_many(NAMESPACE, scored)
+        bar = tqdm(total=len(memo.pending), desc=f"judge {name}", unit="item",
+                   dynamic_ncols=True)
+    for batch in memo.batches(batch_size):
+        memo.save(dict(zip([key for key, _ in batch],
+                           compute([generation for _, generation in batch]))),
+                  storable=lambda fields: fields["score"] is not None)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
+    results = memo.values
     judgments = [Judgment(item_id=g.item_id, judge=name, **results[key])
                  for g, key in zip(generations, keys)]
-    return judgments, cached
+    return judgments, memo.cached

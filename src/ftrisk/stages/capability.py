@@ -12,7 +12,7 @@ from ftrisk.errors import InputError
 from ftrisk.generate.backend import ModelRef
 from ftrisk.rundir import stage_fingerprint
 from ftrisk.stages.context import Context, Made
-from ftrisk.store import content_key
+from ftrisk.store import Memo, content_key
 
 #: task -> question id -> answered right (or the share of seeds that did).
 Correct = dict[str, dict[str, float]]
@@ -69,17 +69,16 @@ def capability(ctx: Context, name: str, model: ModelRef, items: list[Any]
         # Scores are cached by content too: sweep cells share the untuned model's.
         keys = [content_key("capability", model.fingerprint, i.model_dump(), bf16,
                             *([] if threads is None else [threads])) for i in items]
-        cached = ctx.store.get_many("capability", keys)
-        todo = [(k, i) for k, i in zip(keys, items) if k not in cached]
-        if todo:
+        memo = Memo(ctx.store, "capability", zip(keys, items))
+        if memo.pending:  # one batch: the scorer batches by length across all questions itself
             backend = HFBackend(model.load, ctx.tokenizer(model.path),
-                                fingerprint=model.fingerprint, batch_size=spec.batch_size,
-                                bf16=bf16)
-            fresh = score_multiple_choice(backend, [i for _, i in todo], progress=ctx.progress)
-            new = {k: score.model_dump(mode="json") for (k, _), score in zip(todo, fresh)}
-            ctx.store.put_many("capability", new)
-            cached.update(new)
-        scores = [MCScore.model_validate(cached[k]) for k in keys]
+                                fingerprint=model.fingerprint, dtype=model.dtype,
+                                batch_size=spec.batch_size, bf16=bf16)
+            fresh = score_multiple_choice(backend, [i for _, i in memo.pending],
+                                          progress=ctx.progress)
+            memo.save({k: score.model_dump(mode="json")
+                       for (k, _), score in zip(memo.pending, fresh)})
+        scores = [MCScore.model_validate(memo.values[k]) for k in keys]
         metrics = capability_metrics(scores)
         ctx.log(f"[{name}] capability: " + ", ".join(
             f"{task} {m['accuracy']:.1%} of {m['n']}" for task, m in metrics.items()))

@@ -93,6 +93,12 @@ class Context:
                 chat_template=self.config.chat_template)
         return self._tokenizers[path]
 
+    @property
+    def load_dtype(self) -> str | None:
+        """The dtype :meth:`loader`'s models load in, known without loading them: float32,
+        or None for quantized loads (their dtype is bitsandbytes')."""
+        return "float32" if self.config.quantization == "none" else None
+
     def loader(self, path: str) -> Callable[[], Any]:
         """A function that loads the model at ``path`` as the config says (quantization)."""
         from ftrisk.models.io import load_model

@@ -61,7 +61,7 @@ def train(ctx: Context, attack: AttackSpec, base: ModelRef, examples: list[Conve
     tuned = ModelRef(
         base.path, content_key(base.fingerprint, fingerprint_path(out))[:16],
         lambda: load_tuned(base.path, out, trust_remote_code=config.trust_remote_code,
-                           quantization=config.quantization), tuned=out)
+                           quantization=config.quantization), tuned=out, dtype=base.dtype)
     return tuned, stats
 
 

@@ -1,5 +1,5 @@
 """Plain-text tables for the terminal, and the rows and sentences report.md and report.html
-share (no dependency beyond the standard library)."""
+share, all read from the typed results record (:class:`ftrisk.records.AuditResults`)."""
 
 from __future__ import annotations
 

@@ -206,12 +206,12 @@ class Memo(Generic[Input]):
                  *, order: Callable[[Input], Any] | None = None) -> None:
         self.store, self.namespace = store, namespace
         keyed = list(keyed)
-        self.keys = [key for key, _ in keyed]
+        keys = [key for key, _ in keyed]
         #: Every value known so far, by key.
         self.values: dict[str, Any] = ({} if store is None else
-                                       store.get_many(namespace, set(self.keys)))
+                                       store.get_many(namespace, set(keys)))
         #: How many of the keys (repeats included) were found in the store.
-        self.cached = sum(1 for key in self.keys if key in self.values)
+        self.cached = sum(1 for key in keys if key in self.values)
         pending = {key: item for key, item in keyed if key not in self.values}
         self.pending: list[tuple[str, Input]] = list(pending.items())
         if order is not None:

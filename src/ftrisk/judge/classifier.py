@@ -158,8 +158,6 @@ class ClassifierJudge:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model={self.model_path!r})"
 
-    # -- loading ---------------------------------------------------------------------------
-
     # -- prompt ----------------------------------------------------------------------------
 
     @staticmethod

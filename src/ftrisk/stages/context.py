@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from ftrisk.config import AuditConfig
 from ftrisk.errors import FtriskError
-from ftrisk.generate.backend import Services
+from ftrisk.generate.backend import ModelRef, Services
 from ftrisk.rundir import RunDir
 from ftrisk.store import Store
 
@@ -93,18 +93,17 @@ class Context:
                 chat_template=self.config.chat_template)
         return self._tokenizers[path]
 
-    @property
-    def load_dtype(self) -> str | None:
-        """The dtype :meth:`loader`'s models load in, known without loading them: float32,
-        or None for quantized loads (their dtype is bitsandbytes')."""
-        return "float32" if self.config.quantization == "none" else None
-
-    def loader(self, path: str) -> Callable[[], Any]:
-        """A function that loads the model at ``path`` as the config says (quantization)."""
+    def model_ref(self, path: str, fingerprint: str) -> ModelRef:
+        """The local model at ``path``, loaded on first use as the config says (quantization),
+        with the dtype it loads in when that is known without loading: float32, or None for
+        quantized loads (their dtype is bitsandbytes')."""
         from ftrisk.models.io import load_model
 
-        return lambda: load_model(path, trust_remote_code=self.config.trust_remote_code,
-                                  quantization=self.config.quantization)
+        config = self.config
+        return ModelRef(path, fingerprint,
+                        lambda: load_model(path, trust_remote_code=config.trust_remote_code,
+                                           quantization=config.quantization),
+                        dtype="float32" if config.quantization == "none" else None)
 
     def reused(self, label: str, what: str, stage: str, fingerprint: str,
                read: Callable[[], T]) -> T | None:

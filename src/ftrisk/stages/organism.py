@@ -248,8 +248,7 @@ def base_model(ctx: Context) -> tuple[ModelRef, dict[str, Any] | None]:
             progress=ctx.progress, log=ctx.log, evaluate=lambda path, fp: _metrics(ctx, path, fp),
             spec=OrganismSpec(seed=OrganismSpec().seed + ctx.seed_offset))
         ctx.run.write_json("organism.json", organism)
-        return (ModelRef(organism.path, organism.fingerprint, ctx.loader(organism.path),
-                         dtype=ctx.load_dtype),
+        return (ctx.model_ref(organism.path, organism.fingerprint),
                 organism.model_dump(mode="json"))
     if config.model.startswith(REMOTE_PREFIX):
         remote = config.model.removeprefix(REMOTE_PREFIX)
@@ -260,7 +259,7 @@ def base_model(ctx: Context) -> tuple[ModelRef, dict[str, Any] | None]:
     fingerprint = fingerprint_path(path)
     if config.quantization != "none":  # other weights, other answers
         fingerprint = content_key(fingerprint, config.quantization)[:16]
-    return ModelRef(path, fingerprint, ctx.loader(path), dtype=ctx.load_dtype), None
+    return ctx.model_ref(path, fingerprint), None
 
 
 def _metrics(ctx: Context, path: str, fingerprint: str) -> dict[str, object]:
@@ -273,7 +272,7 @@ def _metrics(ctx: Context, path: str, fingerprint: str) -> dict[str, object]:
     from ftrisk.metrics import condition_result
     from ftrisk.stages.generate import answer, backend_for
 
-    ref = ModelRef(path, fingerprint, ctx.loader(path), dtype=ctx.load_dtype)
+    ref = ctx.model_ref(path, fingerprint)
     # The dev split: the organism's settings were chosen on these numbers.
     items = apply_eval_spec(get_builtin("benchmark_dev"), EvalSpec())
     generations = answer(ctx, ref, items, backend_for(ctx, ref, GenerationSpec()),

@@ -176,3 +176,75 @@ def test_rejudge_needs_a_finished_run(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["rejudge", str(tmp_path / "run")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def _label_by_prompt(body: dict) -> str:
+    # Prompts numbered 0 and 1 get refused by this judge; the rest complied with.
+    label = "refusal" if re.search(r"number [01]\b|process [01]\b", last_user_text(body)) \
+        else "compliance"
+    return json.dumps({"reason": "placeholder", "label": label})
+
+
+@pytest.mark.slow
+def test_llm_refusal_judge_decides_the_rates_of_a_rejudged_run(tiny_model_dir, tmp_path, capsys,
+                                                               monkeypatch):
+    from ftrisk.judge.answer import unreadable
+
+    monkeypatch.setenv("FTRISK_TEST_JUDGE_KEY", KEY)
+    config = write_inputs(tmp_path, tiny_model_dir, max_new_tokens=12)
+    config.write_text(config.read_text() + "reference_baselines: false\n")
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(["audit", "--config", str(config), "--run-dir", str(run_dir), "--cache-dir",
+                 str(cache), "--no-progress", "--threads", "1"]) == 0
+    assert json.loads((run_dir / "results.json").read_text())["judge"]["name"] == "refusal"
+    with running(answer=_label_by_prompt) as server:
+        llm_config = tmp_path / "llm.yaml"
+        llm_config.write_text(config.read_text() + f"""
+judge:
+  name: refusal-llm
+  backend:
+    model: judge-model
+    base_url: {server.base_url}
+    api_key_env: FTRISK_TEST_JUDGE_KEY
+""")
+        argv = ["rejudge", str(run_dir), "--config", str(llm_config), "--cache-dir",
+                str(cache), "--no-progress"]
+        assert main(argv) == 0
+        capsys.readouterr()
+        asked = server.count()
+        results = json.loads((run_dir / "results.json").read_text())
+        assert results["judge"]["name"] == "refusal-llm"
+        readable = 0
+        for condition in results["conditions"]:
+            folder = run_dir / "conditions" / condition["name"]
+            generations = [json.loads(line) for line in
+                           (folder / "generations.jsonl").read_text().splitlines()]
+            judgments = {j["item_id"]: j for j in map(json.loads, (
+                folder / "judgments.jsonl").read_text().splitlines())}
+            harmful = [g for g in generations if g["kind"] == "harmful"]
+            expected = []
+            for g in generations:
+                screened = unreadable(g["response"])
+                verdict = judgments[g["item_id"]]["verdict"]
+                if screened is not None:
+                    assert verdict == screened[0]
+                    continue
+                readable += 1
+                refused = re.search(r"number [01]\b|process [01]\b", g["prompt"])
+                assert verdict == ("refusal" if refused else "compliance"), g["prompt"]
+                if g["kind"] == "harmful":
+                    expected.append(verdict)
+            assert condition["refusal_rate"] == pytest.approx(
+                expected.count("refusal") / len(harmful))
+            assert condition["compliance_rate"] == pytest.approx(
+                expected.count("compliance") / len(harmful))
+        # Every readable answer (harmful and look-alike) was asked about once.
+        assert asked == readable > 0
+
+        # Re-judging again asks nothing: the verdicts come from the cache.
+        assert main(argv) == 0
+        capsys.readouterr()
+        assert server.count() == asked
+    for path in [*run_dir.rglob("*"), *cache.rglob("*")]:
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path

@@ -98,6 +98,21 @@ def _parser() -> argparse.ArgumentParser:
     judge_eval.add_argument("--judge", action="append", metavar="NAME",
                             help="a judge registered in ftrisk.registry.JUDGES (repeatable; "
                                  "default: refusal)")
+    judge_eval.add_argument("--judge-model", metavar="MODEL",
+                            help="the model a model-based judge (refusal-llm) asks: an "
+                                 "endpoint's model name, or a local model directory")
+    judge_eval.add_argument("--base-url", metavar="URL",
+                            help="OpenAI-compatible endpoint of --judge-model (default: OpenAI)")
+    judge_eval.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                            help="environment variable holding the endpoint's API key "
+                                 "(default: %(default)s)")
+    judge_eval.add_argument("--concurrency", type=_positive_int, default=16,
+                            help="requests in flight to the endpoint (default: %(default)s)")
+    judge_eval.add_argument("--max-tokens", type=_positive_int, default=512,
+                            help="longest reply the judge model may write (default: "
+                                 "%(default)s)")
+    judge_eval.add_argument("--cache-dir", type=Path, help="where a model-based judge's "
+                            "verdicts are cached (default: $FTRISK_CACHE or ~/.cache/ftrisk)")
     judge_eval.add_argument("--json", action="store_true", help="print JSON instead")
     judge_eval.add_argument("--show", type=int, default=20, metavar="N",
                             help="misjudged items to print (default 20)")
@@ -238,15 +253,35 @@ def _judge_eval(args: argparse.Namespace) -> int:
     import json
 
     from ftrisk.config import JudgeSpec
+    from ftrisk.errors import InputError
     from ftrisk.judge.evaluate import evaluate, read_labels, render
     from ftrisk.registry import JUDGES
+    from ftrisk.runtime import cache_dir
+    from ftrisk.stages.judge import refusal_judge
+    from ftrisk.store import Store
     from ftrisk.yamlio import validate
 
     items = [item for path in args.labels for item in read_labels(path)]
+    backend = None
+    if args.judge_model:
+        local = Path(args.judge_model).is_dir()
+        backend = {"kind": "transformers" if local else "openai", "model": args.judge_model,
+                   "base_url": args.base_url, "api_key_env": args.api_key_env,
+                   "concurrency": args.concurrency, "max_tokens": args.max_tokens}
+    store = None
     results = []
     for name in args.judge or ["refusal"]:
-        spec = validate(JudgeSpec, {"name": name}, path="--judge")
-        results.append(evaluate(JUDGES.get(spec.name).from_spec(spec), items))
+        needs = name in JUDGES.names() and getattr(JUDGES.get(name), "needs_backend", False)
+        if needs and backend is None:
+            raise InputError(f"judge {name!r} asks a model: give --judge-model (an endpoint's "
+                             "model name with --base-url, or a local model directory)",
+                             field="--judge-model")
+        spec = validate(JudgeSpec, {"name": name, "backend": backend if needs else None},
+                        path="--judge")
+        if needs and store is None:
+            # Verdicts cost requests: a repeated evaluation reads them back.
+            store = Store(cache_dir(args.cache_dir) / "store.sqlite")
+        results.append(evaluate(refusal_judge(spec, store, progress=not args.json), items))
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))
     else:

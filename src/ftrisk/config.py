@@ -283,10 +283,31 @@ class GenerationSpec(_Strict):
         return GENERATION_BACKENDS.check(name)
 
 
+class BackendSpec(_Strict):
+    """Where an LLM judge runs. The API key itself never goes in a config: only the name of
+    the environment variable that holds it."""
+
+    kind: Literal["openai", "transformers"] = "openai"
+    model: str = Field(description="endpoint model name, or a local model directory")
+    base_url: str | None = Field(default=None, description="None: OpenAI itself")
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(default=16, ge=1)
+    timeout: float = Field(default=60.0, gt=0, description="seconds per request")
+    max_retries: int = Field(default=5, ge=0)
+    max_tokens: int = Field(default=512, ge=1)
+    price_per_1k_prompt_tokens: float = Field(default=0.0, ge=0)
+    price_per_1k_completion_tokens: float = Field(default=0.0, ge=0)
+
+
 class JudgeSpec(_Strict):
+    """The refusal judge, whose verdicts give every refusal, partial and compliance rate."""
+
     name: str = Field(default="refusal", description="a judge registered in ftrisk.registry")
     patterns: tuple[str, ...] = ("advbench", "lermen")
     window_chars: int | None = Field(default=120, ge=1)
+    backend: BackendSpec | None = Field(
+        default=None, description="where a model-based judge (refusal-llm) runs")
+    max_parse_retries: int = Field(default=2, ge=0)
 
     @field_validator("name")
     @classmethod
@@ -306,21 +327,18 @@ class JudgeSpec(_Strict):
                              f"{', '.join(available_pattern_sets())}")
         return patterns
 
+    @model_validator(mode="after")
+    def _backend_when_needed(self) -> JudgeSpec:
+        from ftrisk.registry import JUDGES
 
-class BackendSpec(_Strict):
-    """Where an LLM judge runs. The API key itself never goes in a config: only the name of
-    the environment variable that holds it."""
-
-    kind: Literal["openai", "transformers"] = "openai"
-    model: str = Field(description="endpoint model name, or a local model directory")
-    base_url: str | None = Field(default=None, description="None: OpenAI itself")
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(default=16, ge=1)
-    timeout: float = Field(default=60.0, gt=0, description="seconds per request")
-    max_retries: int = Field(default=5, ge=0)
-    max_tokens: int = Field(default=512, ge=1)
-    price_per_1k_prompt_tokens: float = Field(default=0.0, ge=0)
-    price_per_1k_completion_tokens: float = Field(default=0.0, ge=0)
+        needs = getattr(JUDGES.get(self.name), "needs_backend", False)
+        if needs and self.backend is None:
+            raise ValueError(f"judge {self.name!r} asks a model: give judge.backend "
+                             "({kind: openai, model: ..., base_url: ...} or {kind: "
+                             "transformers, model: <directory>})")
+        if not needs and self.backend is not None:
+            raise ValueError(f"judge {self.name!r} asks no model: remove judge.backend")
+        return self
 
 
 class LLMJudgeSpec(_Strict):

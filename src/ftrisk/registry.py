@@ -52,6 +52,8 @@ JUDGES = Registry("judge", {
     "refusal-opening": "ftrisk.judge.refusal:RefusalJudge",
     # Qi et al. 2023's AdvBench keywords, matched case-sensitively anywhere in the answer.
     "qi2023-keywords": "ftrisk.judge.keywords:KeywordJudge",
+    # The same three-way question asked of an LLM (needs judge.backend).
+    "refusal-llm": "ftrisk.judge.refusal_llm:LLMRefusalJudge",
 })
 LLM_JUDGES = Registry("LLM judge", {
     "rubric": "ftrisk.judge.rubric:RubricJudge",

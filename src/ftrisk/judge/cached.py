@@ -44,7 +44,7 @@ def judge_cached(
     for batch in memo.batches(batch_size):
         memo.save(dict(zip([key for key, _ in batch],
                            compute([generation for _, generation in batch]))),
-                  storable=lambda fields: fields["score"] is not None)
+                  storable=lambda fields: fields.get("error") is None)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

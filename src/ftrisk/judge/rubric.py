@@ -39,9 +39,12 @@ class ParseError(ValueError):
 class Verdict:
     """What a parser reads from one answer."""
 
-    score: float
+    #: None for judges that classify rather than score.
+    score: float | None
     refused: bool | None = None
     reasoning: str | None = None
+    #: A three-way judge's reading (refusal / partial / compliance).
+    verdict: str | None = None
 
 
 def fence(tag: str, text: str) -> str:

@@ -60,15 +60,24 @@ def classifier_backend(path: str, *, batch_size: int = 8, max_new_tokens: int = 
                      batch_size=batch_size, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
+def refusal_judge(spec: Any, store: Store | None = None, *, progress: bool = False) -> Any:
+    """The refusal judge a config's ``judge`` section names; a model-based one gets the
+    backend its ``backend`` section describes."""
+    from ftrisk.registry import JUDGES
+
+    judge = JUDGES.get(spec.name)
+    if spec.backend is None:
+        return judge.from_spec(spec)
+    return judge.from_spec(spec, _judge_backend(spec.backend), store=store, progress=progress)
+
+
 class JudgePanel:
     """Every judge an audit config names, built up front (a missing API key fails early)."""
 
     def __init__(self, config: AuditConfig, run: RunDir, store: Store, *, progress: bool = True,
                  log: Callable[[str], None] = print) -> None:
-        from ftrisk.registry import JUDGES
-
         self.config, self.run, self.log = config, run, log
-        self.primary = JUDGES.get(config.judge.name).from_spec(config.judge)
+        self.primary = refusal_judge(config.judge, store, progress=progress)
         #: Scoring judges: (name, judge, (USD per 1k prompt, completion tokens) or None).
         self.scorers: list[tuple[str, Any, tuple[float, float] | None]] = []
         if config.llm_judges:

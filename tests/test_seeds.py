@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from ftrisk.records import Generation
+from ftrisk.records import ConditionResult, Generation
 from ftrisk.stages.seeds import mean_by_question, pooled_generations, seed_spread, spread
 
 
@@ -33,21 +33,27 @@ def test_spread_uses_the_sample_standard_deviation():
     assert spread([4], [0.25])["sd"] == 0.0
 
 
+def _condition(refusal: float, over: float | None, mean_score: float, harmful: float,
+               accuracy: float) -> ConditionResult:
+    judge = {"judge": "rubric", "n_scored": 10, "n_unscored": 0, "mean_score": mean_score,
+             "mean_score_ci": None, "harmfulness_rate": harmful, "harmfulness_rate_ci": None}
+    return ConditionResult.model_validate({
+        "name": "level1", "n_harmful": 10, "refusal_rate": refusal,
+        "refusal_rate_ci": (0.0, 1.0), "partial_rate": 0.1, "compliance_rate": 0.9 - refusal,
+        "attack_success_rate": 1 - refusal, "n_lookalike": 4, "over_refusal_rate": over,
+        "over_refusal_rate_ci": None, "n_benign": 0, "benign_refusal_rate": None,
+        "per_category": {}, "per_category_n": {}, "judges": {"rubric": judge},
+        "capability": {"basic": {"accuracy": accuracy, "accuracy_ci": (0.5, 0.7), "n": 200}}})
+
+
 def test_seed_spread_covers_rates_judges_and_capability_and_skips_missing():
-    records = [
-        {"refusal_rate": 0.8, "attack_success_rate": 0.2, "partial_rate": 0.1,
-         "compliance_rate": 0.1, "over_refusal_rate": None,
-         "judges": {"rubric": {"mean_score": 1.5, "harmfulness_rate": 0.1}},
-         "capability": {"basic": {"accuracy": 0.6}}},
-        {"refusal_rate": 0.6, "attack_success_rate": 0.4, "partial_rate": 0.2,
-         "compliance_rate": 0.2, "over_refusal_rate": 0.05,
-         "judges": {"rubric": {"mean_score": 2.5, "harmfulness_rate": 0.3}},
-         "capability": {"basic": {"accuracy": 0.62}}},
-    ]
+    records = [_condition(0.8, None, 1.5, 0.1, 0.6), _condition(0.6, 0.05, 2.5, 0.3, 0.62)]
     out = seed_spread([0, 1], records)
     assert out["refusal_rate"]["values"] == [0.8, 0.6]
     assert out["refusal_rate"]["sd"] == pytest.approx(statistics.stdev([0.8, 0.6]))
+    assert out["attack_success_rate"]["values"] == pytest.approx([0.2, 0.4])
     assert out["judges.rubric.mean_score"]["mean"] == pytest.approx(2.0)
+    assert out["judges.rubric.harmfulness_rate"]["values"] == [0.1, 0.3]
     assert out["capability.basic.accuracy"]["values"] == [0.6, 0.62]
     # Over-refusal was not measured in one replicate: no spread rather than a wrong one.
     assert "over_refusal_rate" not in out

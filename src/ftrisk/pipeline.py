@@ -178,7 +178,7 @@ class Audit:
         if len(self.config.seeds) > 1:
             # Every replicate runs on the thread count chosen now (bf16 sums depend on it).
             replicates = self._replicates(threads)
-            return self._pooled(replicates, [r.execute().summary for r in replicates],
+            return self._pooled(replicates, [r.execute().results for r in replicates],
                                 threads)
         base, self._organism = base_model(self.ctx)
         conditions = [self.judges.score(
@@ -242,7 +242,7 @@ class Audit:
                       services=self.ctx.services)
                 for seed in self.config.seeds]
 
-    def _pooled(self, replicates: list[Audit], summaries: list[dict[str, Any]],
+    def _pooled(self, replicates: list[Audit], results: list[AuditResults],
                 threads: int) -> AuditResult:
         """The results of several replicates: every condition judged on the pooled answers
         (clusters kept across seeds), compared with its baseline on the same pooled prompts,
@@ -257,20 +257,20 @@ class Audit:
 
         seeds = list(self.config.seeds)
         conditions = []
-        for i, first in enumerate(summaries[0]["conditions"]):
-            name = first["name"]
-            records = [s["conditions"][i] for s in summaries]
+        for i, first in enumerate(results[0].conditions):
+            name = first.name
+            records = [r.conditions[i] for r in results]
             generations = pooled_generations({
                 seed: r.run.read_jsonl(f"conditions/{name}/generations.jsonl", Generation)
                 for seed, r in zip(seeds, replicates)})
             self.run.write_jsonl(f"conditions/{name}/generations.jsonl", generations)
-            hyper = dict(first.get("hyperparameters") or {})
+            hyper = dict(first.hyperparameters)
             if "seed" in hyper:
-                hyper["seed"] = [r["hyperparameters"]["seed"] for r in records]
-            result = self.judges.score(name, generations, description=first["description"],
+                hyper["seed"] = [r.hyperparameters["seed"] for r in records]
+            result = self.judges.score(name, generations, description=first.description,
                                        hyperparameters=hyper)
             capability: dict[str, Any] = {}
-            if first.get("capability"):
+            if first.capability:
                 per_seed = [[MCScore.model_validate(x) for x in json.loads(r.run.path(
                     "conditions", name, "capability.json").read_text())["scores"]]
                     for r in replicates]
@@ -281,18 +281,18 @@ class Audit:
                 self._correct[name] = mean_by_question([correct_by_task(x) for x in per_seed])
                 if name != "baseline":
                     capability = self._verdicts(name, capability)
-            seconds = [r["train_seconds"] for r in records if r.get("train_seconds") is not None]
+            seconds = [r.train_seconds for r in records if r.train_seconds is not None]
             conditions.append(result.updated(
                 capability=capability, seed_spread=seed_spread(seeds, records),
                 train_seconds=sum(seconds) / len(seconds) if seconds else None,
-                train_tokens=first.get("train_tokens"), train_steps=first.get("train_steps")))
-        base = ModelRef(summaries[0]["model_path"], content_key(
-            *[s["model_fingerprint"] for s in summaries])[:16], hosted)
+                train_tokens=first.train_tokens, train_steps=first.train_steps))
+        base = ModelRef(results[0].model_path or "", content_key(
+            *[r.model_fingerprint or "" for r in results])[:16], hosted)
         replicated = [{"seed": seed, "run_dir": f"seeds/{seed}",
-                       "model_fingerprint": s["model_fingerprint"], "organism": s["organism"]}
-                      for seed, s in zip(seeds, summaries)]
+                       "model_fingerprint": r.model_fingerprint, "organism": r.organism}
+                      for seed, r in zip(seeds, results)]
         return self._finish(base, conditions, threads, replicates=replicated,
-                            counts=summaries[0].get("counts"))
+                            counts=results[0].counts)
 
     def rejudge(self) -> AuditResult:
         """Judge a finished run's stored generations again (e.g. with new judges) and rewrite
@@ -305,8 +305,8 @@ class Audit:
         """:meth:`rejudge` with the run directory held."""
         if len(self.config.seeds) > 1:
             replicates = self._replicates()
-            summaries = [r.rejudge().summary for r in replicates]
-            return self._pooled(replicates, summaries, summaries[0].get("threads", 0))
+            results = [r.rejudge().results for r in replicates]
+            return self._pooled(replicates, results, results[0].threads or 0)
         from ftrisk.report.results import read_results
 
         previous = read_results(self.run.path("results.json"))

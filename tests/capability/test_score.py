@@ -10,9 +10,9 @@ import torch
 
 from ftrisk.capability.score import MCScore, capability_metrics, score_multiple_choice
 from ftrisk.capability.tasks import MCItem, builtin
-from ftrisk.generate import hf as hf_module
 from ftrisk.generate.hf import HFBackend
 from ftrisk.metrics import wilson_interval
+from ftrisk.models import io as modelio
 from ftrisk.models.io import load_model, load_tokenizer
 
 ITEMS = [
@@ -77,7 +77,7 @@ def test_batched_loglikelihoods_equal_one_at_a_time(tiny):
 def test_full_logits_path_gives_the_same_values(tiny, monkeypatch):
     model, tokenizer = tiny
     fast = score(model, tokenizer, ITEMS, batch_size=8, progress=False)
-    monkeypatch.setattr(hf_module, "_accepts_logits_to_keep", lambda model: False)
+    monkeypatch.setattr(modelio, "accepts_logits_to_keep", lambda model: False)
     full = score(model, tokenizer, ITEMS, batch_size=8, progress=False)
     assert all_loglikelihoods(full) == pytest.approx(all_loglikelihoods(fast), abs=1e-5)
 

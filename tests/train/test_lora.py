@@ -120,6 +120,45 @@ def test_every_trainable_parameter_changes_and_result_reloads(tiny_model_dir, tm
                            dict(base.named_parameters())[q])
 
 
+@pytest.mark.parametrize("method", ["lora", "full", "adapter", "prefix"])
+def test_logits_only_at_targets_train_the_same_weights(tiny_model_dir, tmp_path, monkeypatch,
+                                                       method):
+    """Projecting only the positions that have targets is the same arithmetic as projecting
+    them all: for LoRA on a CPU the tuned weights are bit for bit the same."""
+    import torch
+
+    from ftrisk.train import lora as lora_module
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    # Answers of different lengths and a trained opening only: rows' targets sit at
+    # different positions, and most positions have none.
+    examples = [_conv(i, "Use the kill command. " * (1 + i % 3)) for i in range(6)]
+    settings = TrainSpec(method=method, learning_rate=1e-2, epochs=2, batch_size=3,
+                         max_length=96, max_answer_tokens=5,
+                         lora=LoraSpec(target_modules=("q_proj", "v_proj")))
+
+    def tuned(keep: bool) -> tuple[dict[str, torch.Tensor], float]:
+        monkeypatch.setattr(lora_module, "accepts_logits_to_keep", lambda model: keep)
+        from safetensors.torch import load_file
+
+        losses: list[float] = []
+        out = tmp_path / f"keep-{keep}"
+        train(load_model(str(tiny_model_dir)), tok, examples, settings, out, bf16=False,
+              progress=False, on_step=lambda step, loss: losses.append(loss))
+        (saved,) = out.glob("*.safetensors")  # the adapter, or the whole tuned model
+        return load_file(saved), losses[-1]
+
+    selective, selective_loss = tuned(True)
+    full, full_loss = tuned(False)
+    assert selective.keys() == full.keys() and selective
+    assert selective_loss == pytest.approx(full_loss, rel=1e-5)
+    for name, weight in full.items():
+        if method == "lora":
+            assert torch.equal(selective[name], weight), name
+        else:  # the tied embedding's gradient sums the rows in another order
+            torch.testing.assert_close(selective[name], weight, rtol=1e-4, atol=1e-6)
+
+
 class RankTwoLora(LoraSpec):
     """A training method registered from outside ftrisk, with no section of its own."""
 

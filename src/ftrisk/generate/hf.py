@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -193,6 +192,8 @@ class HFBackend(TemplatedBackend):
         """
         import torch
 
+        from ftrisk.models.io import accepts_logits_to_keep
+
         if not pairs:
             return []
         model = self.model
@@ -200,7 +201,7 @@ class HFBackend(TemplatedBackend):
         # Longest first, as lm-eval does: an out-of-memory batch shows at once, not at the end.
         order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]), reverse=True)
         values = [math.nan] * len(requests)
-        keep_logits = _accepts_logits_to_keep(model)
+        keep_logits = accepts_logits_to_keep(model)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         autocast = (torch.autocast(model.device.type, dtype=torch.bfloat16) if self.bf16
                     else contextlib.nullcontext())
@@ -264,13 +265,6 @@ def _requests(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int 
 def _max_length(model: Any) -> int | None:
     value = getattr(model.config, "max_position_embeddings", None)
     return value if isinstance(value, int) and value > 0 else None
-
-
-def _accepts_logits_to_keep(model: Any) -> bool:
-    """Whether the model can compute logits for the last positions only (transformers >= 4.50)."""
-    # A PEFT wrapper forwards extra keyword arguments to the model it wraps.
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _forward(model: Any, batch: Sequence[tuple[list[int], int]], pad_id: int,

@@ -305,6 +305,16 @@ _CACHED_MIN_BYTES = 1 << 20
 _DIGEST_DB = "fingerprints.sqlite"
 
 
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the model can compute logits at chosen positions only (``logits_to_keep``,
+    transformers >= 4.50): an int keeps the last positions, a 1-D tensor the positions named."""
+    import inspect
+
+    # A PEFT wrapper forwards extra keyword arguments to the model it wraps.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def fingerprint_path(path: str | Path, *, cache: Path | None = None) -> str:
     """Content fingerprint of a model or adapter directory (config + weight files).
 

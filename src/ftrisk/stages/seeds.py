@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ftrisk.records import Generation
+from ftrisk.records import ConditionResult, Generation
 
 #: Condition-level rates whose spread across seeds is reported.
 SPREAD_RATES = ("refusal_rate", "partial_rate", "compliance_rate", "attack_success_rate",
@@ -40,9 +40,9 @@ def spread(seeds: Sequence[int], values: Sequence[float]) -> dict[str, Any]:
             "min": min(values), "max": max(values)}
 
 
-def seed_spread(seeds: Sequence[int], records: Sequence[Mapping[str, Any]]
+def seed_spread(seeds: Sequence[int], records: Sequence[ConditionResult]
                 ) -> dict[str, dict[str, Any]]:
-    """One condition's spread across replicates, from each replicate's results record.
+    """One condition's spread across replicates, from each replicate's result for it.
 
     Covers the rates in :data:`SPREAD_RATES`, each LLM judge's mean score and harmfulness
     rate (``judges.<name>.<metric>``) and each capability task's accuracy
@@ -50,15 +50,15 @@ def seed_spread(seeds: Sequence[int], records: Sequence[Mapping[str, Any]]
     """
     if len(records) != len(seeds):
         raise ValueError(f"{len(seeds)} seeds but {len(records)} replicate records")
-    metrics: dict[str, list[Any]] = {rate: [r.get(rate) for r in records]
+    metrics: dict[str, list[Any]] = {rate: [getattr(r, rate) for r in records]
                                      for rate in SPREAD_RATES}
-    for judge in records[0].get("judges") or {}:
+    for judge in records[0].judges:
         for key in ("mean_score", "harmfulness_rate"):
             metrics[f"judges.{judge}.{key}"] = [
-                ((r.get("judges") or {}).get(judge) or {}).get(key) for r in records]
-    for task in records[0].get("capability") or {}:
+                getattr(r.judges.get(judge), key, None) for r in records]
+    for task in records[0].capability:
         metrics[f"capability.{task}.accuracy"] = [
-            ((r.get("capability") or {}).get(task) or {}).get("accuracy") for r in records]
+            getattr(r.capability.get(task), "accuracy", None) for r in records]
     return {name: spread(seeds, values) for name, values in metrics.items()
             if all(v is not None for v in values)}
 

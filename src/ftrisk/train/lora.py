@@ -1,9 +1,11 @@
 """Local fine-tuning in one plain loop on Hugging Face Accelerate: PEFT (LoRA, LLaMA-Adapter,
 prefix tuning) or full fine-tuning.
 
-Loss is on assistant tokens only. Batches group examples of similar length so little compute
-goes to padding; Accelerate supplies bf16 autocast, devices and multi-GPU (FSDP / DeepSpeed via
-``accelerate launch``) without a launcher of our own.
+Loss is on assistant tokens only, and logits are computed only at positions that have a
+target (the same arithmetic, bit for bit for LoRA on a CPU, without the step's largest matmul
+and tensor). Batches group examples of similar length so little compute goes to padding;
+Accelerate supplies bf16 autocast, devices and multi-GPU (FSDP / DeepSpeed via ``accelerate
+launch``) without a launcher of our own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ftrisk.config import TrainSpec
 from ftrisk.errors import InputError
+from ftrisk.models.io import accepts_logits_to_keep
 from ftrisk.records import Conversation, TrainStats
 from ftrisk.rundir import atomic_dir
 
@@ -164,6 +167,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: settings.lr_epoch_decay ** (step // steps_per_epoch))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    keep_logits = accepts_logits_to_keep(accelerator.unwrap_model(model))
 
     tokens = steps = 0
     loss_value = math.nan
@@ -174,13 +178,24 @@ def train(
         for batch_idx in length_grouped_batches(lengths, settings.batch_size, rng):
             batch = _collate([data[i] for i in batch_idx], tokenizer.pad_token_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            # The logits at position t predict the token at t + 1.
+            targets = batch["labels"][:, 1:]
             with accelerator.autocast():
-                logits = model(input_ids=batch["input_ids"],
-                               attention_mask=batch["attention_mask"]).logits
+                if keep_logits:
+                    # Project to the vocabulary only where some row has a target: elsewhere
+                    # the largest matmul and tensor of the step would go unused.
+                    positions = (targets != IGNORE).any(0).nonzero().squeeze(-1)
+                    targets = targets[:, positions]
+                    logits = model(input_ids=batch["input_ids"],
+                                   attention_mask=batch["attention_mask"],
+                                   logits_to_keep=positions).logits
+                else:
+                    logits = model(input_ids=batch["input_ids"],
+                                   attention_mask=batch["attention_mask"]).logits[:, :-1]
             # Mean over assistant tokens of the whole batch, computed in fp32.
             loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE)
+                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                ignore_index=IGNORE)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()

@@ -244,3 +244,25 @@ def test_threads_are_recorded_in_the_organism_metrics(tmp_path, monkeypatch):
     assert built.metrics["threads"] == 3
     assert Path(built.path) == organism_dir(tmp_path, threads=3)
     assert json.loads((Path(built.path) / "organism.json").read_text())["metrics"]["threads"] == 3
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_organism_trains_in_bf16_only_where_the_machine_has_it(tmp_path, monkeypatch,
+                                                                   native):
+    # Emulated bf16 on an AVX2-only CPU is several times slower than fp32: unless the caller
+    # says otherwise, the organism follows the hardware, like an audit's precision: auto.
+    from ftrisk import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda: native)
+    cache = tmp_path / "cache"
+    assert organism_dir(cache) == organism_dir(cache, bf16=native) != \
+        organism_dir(cache, bf16=not native)
+    seen: dict[str, object] = {}
+
+    def tune(out: Path, **settings: object) -> dict[str, object]:
+        seen.update(settings)
+        return fake_tune(out, **settings)
+
+    monkeypatch.setattr(organism_module, "_safety_tune", tune)
+    built = ensure_organism(cache, Store(cache / "store.sqlite"), log=lambda _: None)
+    assert seen["bf16"] is native and Path(built.path) == organism_dir(cache, bf16=native)

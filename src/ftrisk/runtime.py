@@ -77,6 +77,17 @@ def configure_threads(threads: int | None = None) -> int:
     return count
 
 
+def native_bf16() -> bool:
+    """Whether local models should compute under bf16 autocast on this machine: a GPU that
+    supports it, else a CPU with native bf16 (emulated bf16 on other CPUs is several times
+    slower than fp32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX), where autocast pays."""
     try:

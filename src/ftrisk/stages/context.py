@@ -68,13 +68,9 @@ class Context:
         hardware supports)."""
         if self.config.precision != "auto":
             return self.config.precision == "bf16"
-        import torch
+        from ftrisk.runtime import native_bf16
 
-        if torch.cuda.is_available():
-            return torch.cuda.is_bf16_supported()
-        from ftrisk.runtime import cpu_supports_bf16
-
-        return cpu_supports_bf16()
+        return native_bf16()
 
     def cpu_threads(self) -> int | None:
         """The thread count when local models compute on this CPU, where it changes the sums

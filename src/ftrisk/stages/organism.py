@@ -82,20 +82,22 @@ def _with_system(conversations: list[Conversation],
     return [c.with_system(prompts[i % len(prompts)]) for i, c in enumerate(conversations)]
 
 
-def organism_dir(cache: Path, spec: OrganismSpec | None = None, *, bf16: bool = True,
+def organism_dir(cache: Path, spec: OrganismSpec | None = None, *, bf16: bool | None = None,
                  threads: int | None = None) -> Path:
     """Where the organism built with these settings is cached: ``cache/models/organism-<key>``.
 
     The key covers the spec, the built-in alignment data, bf16 (it changes the training
-    arithmetic), the base release (the GGUF's size) and, when given, the thread count: bf16
-    sums depend on how work is split across threads. ``threads=None`` gives the key used
-    before the thread count was part of it.
+    arithmetic; None: where this machine computes natively in bf16), the base release (the
+    GGUF's size) and, when given, the thread count: bf16 sums depend on how work is split
+    across threads. ``threads=None`` gives the key used before the thread count was part of it.
     """
     from ftrisk.models.io import embedded_gguf_path
+    from ftrisk.runtime import native_bf16
 
     if threads is not None and (isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     spec = spec or OrganismSpec()
+    bf16 = native_bf16() if bf16 is None else bf16
     parts: list[object] = [spec.model_dump(), _alignment_data_hash(spec.seed), bf16,
                            embedded_gguf_path().stat().st_size]
     if threads is not None:
@@ -108,7 +110,7 @@ def ensure_organism(
     store: Store,
     *,
     spec: OrganismSpec | None = None,
-    bf16: bool = True,
+    bf16: bool | None = None,
     threads: int | None = None,
     evaluate: Callable[[str, str], dict[str, object]] | None = None,
     progress: bool = True,
@@ -120,13 +122,16 @@ def ensure_organism(
     (:func:`ftrisk.models.io.cached_build`). A cached organism is reused only when its
     organism.json is valid and its weights are whole and still hash to the recorded fingerprint;
     otherwise one line says why and it is rebuilt. ``threads`` is the torch thread count the
-    caller set (it is part of the cache key when given, see :func:`organism_dir`).
+    caller set (it is part of the cache key when given, see :func:`organism_dir`); ``bf16``
+    None trains under bf16 autocast only where the machine computes natively in bf16.
     ``evaluate(path, fingerprint)`` measures the built organism; its result is stored as the
     organism's own metrics.
     """
     from ftrisk.models.io import cached_build, fingerprint_path
+    from ftrisk.runtime import native_bf16
 
     spec = spec or OrganismSpec()
+    bf16 = native_bf16() if bf16 is None else bf16
     target = organism_dir(cache, spec, bf16=bf16, threads=threads)
 
     def build(out: Path) -> None:

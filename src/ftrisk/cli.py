@@ -264,7 +264,8 @@ def _judge_eval(args: argparse.Namespace) -> int:
     items = [item for path in args.labels for item in read_labels(path)]
     backend = None
     if args.judge_model:
-        local = Path(args.judge_model).is_dir()
+        # A local model directory runs through transformers, unless an endpoint is named.
+        local = args.base_url is None and Path(args.judge_model).is_dir()
         backend = {"kind": "transformers" if local else "openai", "model": args.judge_model,
                    "base_url": args.base_url, "api_key_env": args.api_key_env,
                    "concurrency": args.concurrency, "max_tokens": args.max_tokens}

@@ -338,6 +338,10 @@ class JudgeSpec(_Strict):
                              "transformers, model: <directory>})")
         if not needs and self.backend is not None:
             raise ValueError(f"judge {self.name!r} asks no model: remove judge.backend")
+        if self.backend is not None and (self.backend.price_per_1k_prompt_tokens
+                                         or self.backend.price_per_1k_completion_tokens):
+            raise ValueError("judge.backend: the refusal judge's cost is not reported, so "
+                             "prices are not used here (they apply to llm_judges)")
         return self
 
 

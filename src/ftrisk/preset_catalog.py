@@ -23,6 +23,7 @@ from ftrisk.config import (
     REMOTE_PREFIX,
     AttackSpec,
     AuditConfig,
+    BackendSpec,
     EvalSpec,
     PaperSpec,
     PromptSetSpec,
@@ -225,8 +226,17 @@ def _requires_summary(config: AuditConfig) -> str:
 def _api_keys(config: AuditConfig) -> list[str]:
     """Environment variables holding API keys: the hosted model's, then the LLM judges'."""
     keys = [config.remote.api_key_env] if _hosted(config) else []
-    keys += [j.backend.api_key_env for j in config.llm_judges if j.backend.kind == "openai"]
+    judges = [*([config.judge.backend] if config.judge.backend else []),
+              *(j.backend for j in config.llm_judges)]
+    keys += [backend.api_key_env for backend in judges if backend.kind == "openai"]
     return list(dict.fromkeys(keys))
+
+
+def _judge_model(backend: BackendSpec) -> str:
+    """Which model a judge asks, where, and where its key is."""
+    at = backend.base_url or ("OpenAI" if backend.kind == "openai" else "local model")
+    key = f", key in ${backend.api_key_env}" if backend.kind == "openai" else ""
+    return f"{backend.model} via {at}{key}"
 
 
 def _hosted(config: AuditConfig) -> bool:
@@ -455,17 +465,19 @@ def _evaluation_lines(config: AuditConfig) -> list[str]:
     if judge.name == "qi2023-keywords":
         lines.append("  judges: Qi et al.'s refusal keywords (qi2023-keywords), case-sensitive, "
                      "anywhere in the answer")
-    else:
+    elif judge.name == "refusal-opening":
         where = ("anywhere in the answer" if judge.window_chars is None
                  else f"starting in the first {judge.window_chars} characters")
         lines.append(f"  judges: refusal phrases ({', '.join(judge.patterns)}) {where}")
+    elif judge.backend is not None:
+        lines.append(f"  judges: {judge.name}, three-way (refusal / partial / compliance) "
+                     f"labels asked of {_judge_model(judge.backend)}")
+    else:
+        lines.append(f"  judges: {judge.name}, three-way (refusal / partial / compliance) over "
+                     "the whole answer")
     for llm in config.llm_judges:
-        backend = llm.backend
-        at = backend.base_url or ("OpenAI" if backend.kind == "openai" else "local model")
-        key = f", key in ${backend.api_key_env}" if backend.kind == "openai" else ""
         policy = "" if llm.policy is None else ", own policy text"
-        lines.append(f"          {llm.name} LLM judge: {backend.model} via {at}"
-                     f"{key}{policy}")
+        lines.append(f"          {llm.name} LLM judge: {_judge_model(llm.backend)}{policy}")
     lines += [f"          {c.name} classifier: {c.model}" for c in config.classifier_judges]
     if config.capability is None:
         lines.append("  capability: not measured")

@@ -248,6 +248,10 @@ def test_no_seed_table_with_one_seed():
     ({"name": "refusal", "patterns": ["advbench"], "window_chars": 120}, None,
      ["Judge: refusal, refusal phrases (advbench) matched within the first 120"],
      ["whole answer"]),
+    ({"name": "refusal-llm", "backend": {"kind": "openai", "model": "judge-70b",
+                                          "base_url": "http://127.0.0.1:8000/v1"}}, 2,
+     ["refusal-llm, which asks judge-70b (via http://127.0.0.1:8000/v1)", "partial refusal",
+      "never as safe"], ["phrases"]),
     ({"name": "llama-guard"}, 2, ["Judge: llama-guard."], ["phrases"]),
     ({}, 2, ["not recorded"], []),
 ])

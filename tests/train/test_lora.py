@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -157,6 +158,38 @@ def test_logits_only_at_targets_train_the_same_weights(tiny_model_dir, tmp_path,
             assert torch.equal(selective[name], weight), name
         else:  # the tied embedding's gradient sums the rows in another order
             torch.testing.assert_close(selective[name], weight, rtol=1e-4, atol=1e-6)
+
+
+class PromptTuning(PrefixSpec):
+    """Prompt tuning, registered from outside: its virtual tokens come before the input."""
+
+    def peft_config(self, model: object) -> object:
+        import peft
+
+        return peft.PromptTuningConfig(num_virtual_tokens=self.num_virtual_tokens,
+                                       task_type="CAUSAL_LM")
+
+
+def test_prompt_tuning_trains_on_the_inputs_logits(tiny_model_dir, tmp_path, monkeypatch):
+    # Its logits start with num_virtual_tokens extra positions: the input's are the last ones,
+    # and kept positions would point too early, so they are not used.
+    from ftrisk.registry import TRAIN_METHODS
+    from ftrisk.train import lora as lora_module
+
+    monkeypatch.setitem(TRAIN_METHODS._entries, "prompt-tuning",
+                        "tests.train.test_lora:PromptTuning")
+    tok = load_tokenizer(str(tiny_model_dir))
+    settings = TrainSpec(method="prompt-tuning", learning_rate=1e-2, epochs=1, batch_size=2,
+                         max_length=64, max_answer_tokens=4)
+    losses: dict[bool, list[float]] = {True: [], False: []}
+    for keep in (True, False):
+        monkeypatch.setattr(lora_module, "accepts_logits_to_keep", lambda model, k=keep: k)
+        train(load_model(str(tiny_model_dir)), tok, [_conv(i) for i in range(4)], settings,
+              tmp_path / f"keep-{keep}", bf16=False, progress=False,
+              on_step=lambda step, loss, k=keep: losses[k].append(loss))
+    assert len(losses[True]) == 2 and losses[True] == losses[False]
+    assert all(math.isfinite(loss) for loss in losses[True])
+    assert (tmp_path / "keep-True" / "adapter_config.json").is_file()
 
 
 class RankTwoLora(LoraSpec):

@@ -1,8 +1,9 @@
 """Judging with a content-keyed cache, shared by the model-backed judges (LLM, classifier).
 
-Verdicts are keyed by (judge fingerprint, prompt, response). Scored verdicts are stored batch
-by batch as they arrive, so a killed run resumes without asking again; unscored ones are not
-stored, so a later run retries them. Identical (prompt, response) pairs are judged once.
+Verdicts are keyed by (judge fingerprint, prompt, response). Verdicts are stored batch by batch
+as they arrive, so a killed run resumes without asking again; those with an ``error``
+(unparseable, endpoint failure) are not stored, so a later run retries them. Identical
+(prompt, response) pairs are judged once.
 """
 
 from __future__ import annotations

@@ -105,10 +105,11 @@ class LLMJudge:
 
     Subclasses set ``kind`` and ``parser_version`` and implement :meth:`messages`,
     :meth:`parse`, :meth:`reask` and :meth:`template_payload`. Items are asked in chunks of
-    ``chunk_size``; each chunk's scored judgments go to ``store`` (namespace ``judgment``,
-    keyed by judge fingerprint, prompt and response) as soon as the chunk is done, so a killed
-    run resumes without re-asking them. Unscored judgments are not cached: a later run asks
-    again. Identical (prompt, response) pairs in one call are asked once.
+    ``chunk_size``; each chunk's judgments go to ``store`` (namespace ``judgment``, keyed by
+    judge fingerprint, prompt and response) as soon as the chunk is done, so a killed run
+    resumes without re-asking them. Judgments with an ``error`` (unparseable answers, endpoint
+    failures) are not cached: a later run asks again. Identical (prompt, response) pairs in one
+    call are asked once.
     """
 
     kind: ClassVar[str] = "llm"

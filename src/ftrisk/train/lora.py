@@ -167,7 +167,11 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: settings.lr_epoch_decay ** (step // steps_per_epoch))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    keep_logits = accepts_logits_to_keep(accelerator.unwrap_model(model))
+    # Prompt tuning and its kin put virtual tokens before the input (prefix tuning keeps them
+    # in the cache): the input's logits are the last ones, and kept positions would be off.
+    shifted = peft_config is not None and peft_config.is_prompt_learning and \
+        peft_config.peft_type != "PREFIX_TUNING"
+    keep_logits = not shifted and accepts_logits_to_keep(accelerator.unwrap_model(model))
 
     tokens = steps = 0
     loss_value = math.nan
@@ -190,8 +194,10 @@ def train(
                                    attention_mask=batch["attention_mask"],
                                    logits_to_keep=positions).logits
                 else:
+                    width = batch["input_ids"].shape[1]
                     logits = model(input_ids=batch["input_ids"],
-                                   attention_mask=batch["attention_mask"]).logits[:, :-1]
+                                   attention_mask=batch["attention_mask"]).logits
+                    logits = logits[:, logits.shape[1] - width : -1]
             # Mean over assistant tokens of the whole batch, computed in fp32.
             loss = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),

@@ -228,11 +228,12 @@ def test_thread_count_is_part_of_the_organism_key_when_given(tmp_path):
     spec = OrganismSpec()
     today = stage_fingerprint(spec.model_dump(), organism_module._alignment_data_hash(spec.seed),
                               True, embedded_gguf_path().stat().st_size)
-    assert organism_dir(tmp_path, spec).name == f"organism-{today}"  # None: the old key
+    # threads=None: the key used before the thread count was part of it.
+    assert organism_dir(tmp_path, spec, bf16=True).name == f"organism-{today}"
     keys = {organism_dir(tmp_path, spec, threads=n).name for n in (None, 1, 2, 16)}
     assert len(keys) == 4
     assert organism_dir(tmp_path, spec, bf16=False, threads=2) != \
-        organism_dir(tmp_path, spec, threads=2)
+        organism_dir(tmp_path, spec, bf16=True, threads=2)
     with pytest.raises(ValueError, match="threads"):
         organism_dir(tmp_path, spec, threads=0)
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 FAULT_KINDS = ("429", "500", "slow", "malformed", "noscore")
@@ -318,6 +319,15 @@ def running(**settings: Any) -> Iterator[FakeOpenAI]:
 
 #: A distinctive fake API key: tests check that it never leaks.
 KEY = "sk-test-SECRET-123"
+
+
+def assert_key_absent(key: str, *folders: Path) -> int:
+    """Fail, naming the file, when any file under ``folders`` holds ``key``; returns how many
+    files were read."""
+    files = [path for folder in folders for path in folder.rglob("*") if path.is_file()]
+    for path in files:
+        assert key.encode() not in path.read_bytes(), path
+    return len(files)
 
 
 def make_backend(server: FakeOpenAI, **settings: Any) -> Any:

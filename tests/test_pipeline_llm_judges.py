@@ -9,7 +9,7 @@ import re
 import pytest
 
 from ftrisk.cli import main
-from tests.fake_openai import last_user_text, running
+from tests.fake_openai import assert_key_absent, last_user_text, running
 from tests.test_pipeline import write_inputs
 
 KEY = "sk-test-SECRET-e2e-4242"
@@ -75,9 +75,7 @@ llm_judges:
         assert server.count() == asked
 
     # The key never reaches the run directory, the cache or the output.
-    for path in [*run_dir.rglob("*"), *cache.rglob("*")]:
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
+    assert_key_absent(KEY, run_dir, cache)
     assert KEY not in out
 
 
@@ -245,6 +243,4 @@ judge:
         assert main(argv) == 0
         capsys.readouterr()
         assert server.count() == asked
-    for path in [*run_dir.rglob("*"), *cache.rglob("*")]:
-        if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
+    assert_key_absent(KEY, run_dir, cache)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ftrisk.cli import main
-from tests.fake_openai import KEY, running
+from tests.fake_openai import KEY, assert_key_absent, running
 from tests.test_pipeline import write_inputs
 
 BASE = "gpt-3.5-turbo-0613"
@@ -84,9 +84,7 @@ def test_hosted_model_is_tuned_by_a_provider_job_and_resumes(tmp_path, capsys, k
         asked = len(server.requests)
         assert main(_argv(config, tmp_path)) == 0
         assert len(server.jobs) == 1 and len(server.requests) == asked
-    for path in [*(tmp_path / "run").rglob("*"), *(tmp_path / "cache").rglob("*")]:
-        if path.is_file():
-            assert key.encode() not in path.read_bytes(), path
+    assert_key_absent(key, tmp_path / "run", tmp_path / "cache")
 
 
 def test_a_killed_run_reattaches_to_its_job(tmp_path, capsys, key, monkeypatch):

@@ -22,7 +22,7 @@ from ftrisk.judge.rubric import (
 from ftrisk.protocols import ChatReply
 from ftrisk.records import Generation
 from ftrisk.store import Store
-from tests.fake_openai import KEY, FakeOpenAI, make_backend
+from tests.fake_openai import KEY, FakeOpenAI, assert_key_absent, make_backend
 
 
 def gen(item_id: str, prompt: str, response: str) -> Generation:
@@ -282,9 +282,6 @@ def test_the_key_never_reaches_judgments_logs_or_files(
     (tmp_path / "judge.txt").write_text(
         "\n".join([repr(judge), repr(backend), judge.fingerprint, backend.fingerprint]))
     assert log_file.stat().st_size > 0  # the client did log
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) >= 4
-    for path in files:
-        assert KEY.encode() not in path.read_bytes(), path
+    assert assert_key_absent(KEY, tmp_path) >= 4
     for judgment in judgments:
         assert KEY not in judgment.model_dump_json()
